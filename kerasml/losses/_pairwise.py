@@ -1,0 +1,125 @@
+"""Shared building blocks of the metric losses, written in ``keras.ops`` only.
+
+Every helper keeps static shapes (dense ``[B, B]`` masks, no boolean indexing),
+so the losses trace under ``tf.function`` and ``jax.jit``, and every helper is
+safe where the naive formula is not: zero distances, empty sets, huge values.
+"""
+
+from keras import ops
+
+# Squared distances at or below this are treated as exactly 0 by `safe_sqrt`.
+_SQRT_FLOOR = 1e-16
+# Stand-in for log(0) that keeps arithmetic finite (log-sum-exp of an empty set).
+LOG_ZERO = -1e30
+
+
+def as_labels(y_true):
+    """Integer labels ``[B]`` from ``[B]`` or ``[B, 1]`` input (float or int)."""
+    labels = ops.convert_to_tensor(y_true)
+    labels = ops.reshape(labels, (-1,))
+    if "int" not in str(labels.dtype):
+        labels = ops.round(labels)
+    return ops.cast(labels, "int32")
+
+
+def as_embeddings(y_pred):
+    """Embeddings ``[B, D]`` in float32, whatever the input precision."""
+    return ops.cast(ops.convert_to_tensor(y_pred), "float32")
+
+
+def batch_size(x):
+    """Size of the first axis: a Python int when static, else a scalar tensor."""
+    return ops.shape(x)[0]
+
+
+def identity_mask(n):
+    """Boolean ``[n, n]`` mask of the diagonal (works for a dynamic ``n``)."""
+    index = ops.arange(n)
+    return ops.expand_dims(index, 1) == ops.expand_dims(index, 0)
+
+
+def label_masks(labels, other_labels=None):
+    """Positive and negative masks between two label vectors.
+
+    Args:
+        labels: int ``[B]``.
+        other_labels: int ``[C]``; defaults to ``labels``, in which case the
+            diagonal (a sample with itself) is excluded from the positives.
+
+    Returns:
+        ``(positive, negative)``, boolean ``[B, C]``: same label (not itself),
+        different label.
+    """
+    same_set = other_labels is None
+    if same_set:
+        other_labels = labels
+    same = ops.expand_dims(labels, 1) == ops.expand_dims(other_labels, 0)
+    negative = ops.logical_not(same)
+    if same_set:
+        same = ops.logical_and(same, ops.logical_not(identity_mask(batch_size(labels))))
+    return same, negative
+
+
+def pairwise_squared_distances(x, y=None):
+    """Squared Euclidean distances ``‖x_i − y_j‖²``, ``[B, C]``, never negative.
+
+    Uses ``‖x‖² + ‖y‖² − 2 x·y`` (one matmul); when ``y`` is omitted the
+    diagonal is set to exactly 0.
+    """
+    same_set = y is None
+    if same_set:
+        y = x
+    x_sq = ops.sum(ops.square(x), axis=1, keepdims=True)
+    y_sq = ops.sum(ops.square(y), axis=1, keepdims=True)
+    d2 = x_sq + ops.transpose(y_sq) - 2.0 * ops.matmul(x, ops.transpose(y))
+    d2 = ops.maximum(d2, 0.0)
+    if same_set:
+        d2 = ops.where(identity_mask(batch_size(x)), 0.0, d2)
+    return d2
+
+
+def safe_sqrt(x):
+    """``sqrt(x)`` for ``x ≥ 0`` with value 0 and gradient 0 at ``x = 0``.
+
+    The plain square root has an infinite derivative at 0 (identical embeddings,
+    the diagonal of a distance matrix); the inner ``where`` keeps that infinity
+    out of the backward pass.
+    """
+    positive = x > _SQRT_FLOOR
+    return ops.where(positive, ops.sqrt(ops.where(positive, x, 1.0)), 0.0)
+
+
+def pairwise_distances(x, y=None):
+    """Euclidean distances ``‖x_i − y_j‖``, ``[B, C]``, with a safe gradient at 0."""
+    return safe_sqrt(pairwise_squared_distances(x, y))
+
+
+def masked_logsumexp(x, mask, axis=-1):
+    """``log Σ_{mask} exp(x)`` along ``axis``; an empty selection gives ``LOG_ZERO``.
+
+    Stable for huge ``x`` (max subtraction), and free of the NaN gradients that
+    ``logsumexp(where(mask, x, -inf))`` has on rows where ``mask`` is empty.
+    """
+    masked = ops.where(mask, x, float("-inf"))
+    row_max = ops.max(masked, axis=axis, keepdims=True)
+    row_max = ops.stop_gradient(ops.where(ops.isfinite(row_max), row_max, 0.0))
+    exps = ops.exp(ops.where(mask, x - row_max, float("-inf")))
+    total = ops.sum(exps, axis=axis, keepdims=True)
+    nonempty = total > 0.0
+    result = ops.log(ops.where(nonempty, total, 1.0)) + row_max
+    result = ops.where(nonempty, result, LOG_ZERO)
+    return ops.squeeze(result, axis=axis)
+
+
+def masked_mean(values, mask):
+    """Mean of ``values`` over ``mask``; 0 (with zero gradient) when it is empty."""
+    mask = ops.cast(mask, values.dtype)
+    total = ops.sum(values * mask)
+    count = ops.sum(mask)
+    return total / ops.maximum(count, 1.0)
+
+
+def l2_normalize(x, epsilon=1e-12):
+    """Rows of ``x`` scaled to unit norm; a zero row stays zero (finite gradient)."""
+    squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared, epsilon))

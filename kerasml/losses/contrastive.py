@@ -1,0 +1,92 @@
+"""Contrastive loss (Hadsell, Chopra and LeCun, 2006) over all pairs of a batch."""
+
+import keras
+from keras import ops
+
+from kerasml.losses._base import MetricLoss
+from kerasml.losses._pairwise import (
+    as_embeddings,
+    as_labels,
+    label_masks,
+    masked_mean,
+    pairwise_squared_distances,
+    safe_sqrt,
+)
+
+
+def contrastive_loss(labels, embeddings, margin=1.0):
+    """Contrastive loss of a batch, functional form of `ContrastiveLoss`.
+
+    With ``d_ij = ‖x_i − x_j‖`` (Euclidean), ``P`` the pairs ``i ≠ j`` of one
+    class and ``N`` the pairs of two classes::
+
+        L = ½ mean_{(i,j) ∈ P} d_ij²  +  ½ mean_{(i,j) ∈ N} max(m − d_ij, 0)²
+
+    Each mean is 0 when its set is empty.
+
+    Args:
+        labels: int class ids ``[B]``.
+        embeddings: float ``[B, D]``.
+        margin: ``m``, the distance beyond which a negative pair costs nothing.
+
+    Returns:
+        The scalar loss (float32).
+    """
+    labels = as_labels(labels)
+    embeddings = as_embeddings(embeddings)
+    positive, negative = label_masks(labels)
+    d2 = pairwise_squared_distances(embeddings)
+    d = safe_sqrt(d2)
+    positive_term = masked_mean(d2, positive)
+    negative_term = masked_mean(ops.square(ops.relu(margin - d)), negative)
+    return 0.5 * (positive_term + negative_term)
+
+
+@keras.saving.register_keras_serializable(package="kerasml")
+class ContrastiveLoss(MetricLoss):
+    """Contrastive loss over every pair of the batch, mined from the labels.
+
+    With ``d_ij = ‖x_i − x_j‖``, ``P`` the ordered pairs ``i ≠ j`` with equal
+    labels and ``N`` those with different labels::
+
+        L = ½ mean_{(i,j) ∈ P} d_ij²  +  ½ mean_{(i,j) ∈ N} max(m − d_ij, 0)²
+
+    Batch convention: any labelled batch ``(y_true [B] int, y_pred [B, D])``.
+    Positive and negative pairs are averaged separately, so a batch with many
+    more negatives than positives does not drown the positives; an empty set
+    contributes 0 (a batch of one class has only the positive term).
+
+    Defaults follow Hadsell et al. (Euclidean distance, squared hinge, ½
+    factors, margin 1). pytorch-metric-learning's `ContrastiveLoss` uses the
+    plain (not squared) terms ``d`` and ``max(m − d, 0)``, no ½, and averages
+    only non-zero terms; its values differ from these by those factors.
+
+    Args:
+        margin: ``m``. Defaults to ``1.0``.
+        name: name of the loss. Defaults to ``"contrastive_loss"``.
+        reduction: accepted for Keras compatibility (the loss is a scalar).
+        dtype: dtype of the returned value; computation is float32.
+
+    Example:
+
+    >>> import numpy as np, kerasml
+    >>> loss = kerasml.losses.ContrastiveLoss(margin=1.0)
+    >>> labels = np.array([0, 0, 1, 1])
+    >>> x = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [3.0, 0.0]])
+    >>> float(loss(labels, x))
+    0.0
+
+    Reference:
+        Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an
+        Invariant Mapping", CVPR 2006.
+    """
+
+    def __init__(self, margin=1.0, name="contrastive_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        return contrastive_loss(y_true, y_pred, margin=self.margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
