@@ -49,10 +49,14 @@ class MetricLoss(keras.losses.Loss):
                 "from `fit`, or balance classes in the batch sampler instead."
             )
         with keras.name_scope(self.name):
-            if is_concrete(y_true):
+            if self._checks_layout and is_concrete(y_true):
                 self.check_batch(np.asarray(ops.convert_to_numpy(y_true)).reshape(-1))
             loss = self.call(as_labels(y_true), as_embeddings(y_pred))
             return ops.cast(loss, self.dtype)
+
+    @property
+    def _checks_layout(self):
+        return type(self).check_batch is not MetricLoss.check_batch
 
     def check_batch(self, labels):
         """Raise `ValueError` if the concrete ``labels`` break this loss's layout.

@@ -7,7 +7,8 @@ safe where the naive formula is not: zero distances, empty sets, huge values.
 
 from keras import ops
 
-# Squared distances at or below this are treated as exactly 0 by `safe_sqrt`.
+# `safe_sqrt` floors its argument here: distances are at least 1e-8, and their
+# gradient below the floor is 0 instead of infinite.
 _SQRT_FLOOR = 1e-16
 # Stand-in for log(0) that keeps arithmetic finite (log-sum-exp of an empty set).
 LOG_ZERO = -1e30
@@ -60,33 +61,36 @@ def label_masks(labels, other_labels=None):
     return same, negative
 
 
-def pairwise_squared_distances(x, y=None):
+def pairwise_squared_distances(x, y=None, exact_diagonal=True):
     """Squared Euclidean distances ``‖x_i − y_j‖²``, ``[B, C]``, never negative.
 
-    Uses ``‖x‖² + ‖y‖² − 2 x·y`` (one matmul); when ``y`` is omitted the
-    diagonal is set to exactly 0.
+    Uses ``‖x‖² + ‖y‖² − 2 x·y``, all three terms from one matmul of the rows
+    ``[−2x, 1, ‖x‖²]`` and ``[y, ‖y‖², 1]`` (fewer ``[B, C]`` passes than adding
+    them afterwards). When ``y`` is omitted and
+    ``exact_diagonal`` is true the diagonal is set to exactly 0 (otherwise it
+    holds float32 rounding noise, harmless where the caller masks it out).
     """
     same_set = y is None
     if same_set:
         y = x
     x_sq = ops.sum(ops.square(x), axis=1, keepdims=True)
-    y_sq = ops.sum(ops.square(y), axis=1, keepdims=True)
-    d2 = x_sq + ops.transpose(y_sq) - 2.0 * ops.matmul(x, ops.transpose(y))
-    d2 = ops.maximum(d2, 0.0)
-    if same_set:
+    y_sq = x_sq if same_set else ops.sum(ops.square(y), axis=1, keepdims=True)
+    left = ops.concatenate([-2.0 * x, ops.ones_like(x_sq), x_sq], axis=1)
+    right = ops.concatenate([y, y_sq, ops.ones_like(y_sq)], axis=1)
+    d2 = ops.relu(ops.matmul(left, ops.transpose(right)))
+    if same_set and exact_diagonal:
         d2 = ops.where(identity_mask(batch_size(x)), 0.0, d2)
     return d2
 
 
 def safe_sqrt(x):
-    """``sqrt(x)`` for ``x ≥ 0`` with value 0 and gradient 0 at ``x = 0``.
+    """``sqrt(max(x, 1e-16))`` for ``x ≥ 0``: value 1e-8 and gradient 0 at ``x = 0``.
 
     The plain square root has an infinite derivative at 0 (identical embeddings,
-    the diagonal of a distance matrix); the inner ``where`` keeps that infinity
-    out of the backward pass.
+    the diagonal of a distance matrix); flooring the argument keeps that
+    infinity out of the backward pass at a cost of 1e-8 in the value.
     """
-    positive = x > _SQRT_FLOOR
-    return ops.where(positive, ops.sqrt(ops.where(positive, x, 1.0)), 0.0)
+    return ops.sqrt(ops.maximum(x, _SQRT_FLOOR))
 
 
 def pairwise_distances(x, y=None):

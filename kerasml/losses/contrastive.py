@@ -7,11 +7,24 @@ from kerasml.losses._base import MetricLoss
 from kerasml.losses._pairwise import (
     as_embeddings,
     as_labels,
-    label_masks,
-    masked_mean,
+    batch_size,
     pairwise_squared_distances,
     safe_sqrt,
 )
+
+
+def _contrastive(labels, embeddings, margin):
+    same = ops.cast(ops.expand_dims(labels, 1) == ops.expand_dims(labels, 0), "float32")
+    size = ops.cast(batch_size(labels), "float32")
+    same_count = ops.sum(same)
+    d2 = pairwise_squared_distances(embeddings, exact_diagonal=False)
+    # Positives are the same-label pairs minus the diagonal (whose rounding noise
+    # is subtracted back out through the trace); negatives never include it.
+    positive_sum = ops.sum(d2 * same) - ops.trace(d2)
+    positive_term = positive_sum / ops.maximum(same_count - size, 1.0)
+    hinge = ops.square(ops.relu(margin - safe_sqrt(d2)))
+    negative_term = ops.sum(hinge * (1.0 - same)) / ops.maximum(size * size - same_count, 1.0)
+    return 0.5 * (positive_term + negative_term)
 
 
 def contrastive_loss(labels, embeddings, margin=1.0):
@@ -32,14 +45,7 @@ def contrastive_loss(labels, embeddings, margin=1.0):
     Returns:
         The scalar loss (float32).
     """
-    labels = as_labels(labels)
-    embeddings = as_embeddings(embeddings)
-    positive, negative = label_masks(labels)
-    d2 = pairwise_squared_distances(embeddings)
-    d = safe_sqrt(d2)
-    positive_term = masked_mean(d2, positive)
-    negative_term = masked_mean(ops.square(ops.relu(margin - d)), negative)
-    return 0.5 * (positive_term + negative_term)
+    return _contrastive(as_labels(labels), as_embeddings(embeddings), float(margin))
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
@@ -86,7 +92,7 @@ class ContrastiveLoss(MetricLoss):
         self.margin = float(margin)
 
     def call(self, y_true, y_pred):
-        return contrastive_loss(y_true, y_pred, margin=self.margin)
+        return _contrastive(y_true, y_pred, self.margin)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}

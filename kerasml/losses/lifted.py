@@ -61,9 +61,10 @@ class LiftedStructureLoss(MetricLoss):
     negative on either side has ``J_ij = −∞`` and costs 0.
 
     Defaults follow the paper (margin 1, Euclidean, unnormalised).
-    pytorch-metric-learning's `LiftedStructureLoss` uses a generalised form
-    (positive and negative margins, ``log Σ exp`` over positives), whose values
-    differ from these.
+    pytorch-metric-learning's `LiftedStructureLoss(pos_margin=0, neg_margin=1)`
+    with ``LpDistance(normalize_embeddings=False)`` gives the same values (it
+    materialises every positive × negative pair, O(B⁴) memory, where this is
+    O(B²)); its `GeneralizedLiftedStructureLoss` is a different loss.
 
     Args:
         margin: ``m``. Defaults to ``1.0``.

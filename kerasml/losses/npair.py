@@ -9,7 +9,6 @@ from kerasml.losses._pairwise import (
     as_embeddings,
     as_labels,
     batch_size,
-    masked_logsumexp,
     masked_mean,
 )
 
@@ -32,13 +31,17 @@ def npair_cross_entropy(anchor_labels, positive_labels, anchors, positives):
     valid N-pair batch; rows without a matching positive are left out.
     """
     logits = ops.matmul(anchors, ops.transpose(positives))  # [N, N]
-    target = ops.expand_dims(anchor_labels, 1) == ops.expand_dims(positive_labels, 0)
-    target_f = ops.cast(target, logits.dtype)
-    count = ops.sum(target_f, axis=1)
-    all_columns = ops.ones_like(target)
-    log_normaliser = masked_logsumexp(logits, all_columns, axis=1)
-    target_logit = ops.sum(logits * target_f, axis=1) / ops.maximum(count, 1.0)
-    return masked_mean(log_normaliser - target_logit, count > 0)
+    target = ops.cast(ops.expand_dims(anchor_labels, 1) == ops.expand_dims(positive_labels, 0), logits.dtype)
+    count = ops.sum(target, axis=1)
+    target_logit = ops.sum(logits * target, axis=1) / ops.maximum(count, 1.0)
+    return masked_mean(ops.logsumexp(logits, axis=1) - target_logit, count > 0)
+
+
+def _npair(labels, embeddings, l2_reg):
+    loss = npair_cross_entropy(*split_pairs(labels, embeddings))
+    if l2_reg:
+        loss = loss + l2_reg * ops.mean(ops.sum(ops.square(embeddings), axis=1))
+    return loss
 
 
 def npair_loss(labels, embeddings, l2_reg=0.002):
@@ -57,12 +60,7 @@ def npair_loss(labels, embeddings, l2_reg=0.002):
     Returns:
         The scalar loss (float32).
     """
-    labels = as_labels(labels)
-    embeddings = as_embeddings(embeddings)
-    loss = npair_cross_entropy(*split_pairs(labels, embeddings))
-    if l2_reg:
-        loss = loss + l2_reg * ops.mean(ops.sum(ops.square(embeddings), axis=1))
-    return loss
+    return _npair(as_labels(labels), as_embeddings(embeddings), float(l2_reg))
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
@@ -116,7 +114,7 @@ class NPairLoss(MetricLoss):
         check_npair_batch(labels, loss_name=type(self).__name__)
 
     def call(self, y_true, y_pred):
-        return npair_loss(y_true, y_pred, l2_reg=self.l2_reg)
+        return _npair(y_true, y_pred, self.l2_reg)
 
     def get_config(self):
         return {**super().get_config(), "l2_reg": self.l2_reg}

@@ -49,12 +49,35 @@ def _structured(labels, embeddings, margin, distance):
 
 
 def _all(labels, embeddings, margin, distance):
+    """Batch-all mean in O(B² log B) time and O(B²) memory, without the [B, B, B] hinge tensor.
+
+    For an anchor, ``Σ_{p, n} max(D_ap + m − D_an, 0) = Σ_p (c_p t_p − s_p)`` with
+    ``t_p = D_ap + m``, ``c_p`` the number of its negatives with ``D_an < t_p`` and
+    ``s_p`` the sum of their distances. Sorting the anchor's negative distances
+    together with its thresholds ``t_p`` gives every ``c_p`` and ``s_p`` as running
+    counts and sums; negatives tied with a threshold add 0 either way.
+    """
     d = _distances(embeddings, distance)
     positive, negative = label_masks(labels)
-    # [a, p, n]: D_ap − D_an + m over every valid (anchor, positive, negative).
-    hinge = ops.relu(ops.expand_dims(d, 2) - ops.expand_dims(d, 1) + margin)
-    valid = ops.logical_and(ops.expand_dims(positive, 2), ops.expand_dims(negative, 1))
-    return masked_mean(hinge, valid)
+    negative_f = ops.cast(negative, "float32")
+    positive_f = ops.cast(positive, "float32")
+    zeros = ops.zeros_like(negative_f)
+    # Per anchor row: its negatives' distances (others sent past every threshold),
+    # then its positives' thresholds (others sent before every negative).
+    values = ops.concatenate([ops.where(negative, d, _FAR), ops.where(positive, d + margin, -_FAR)], axis=1)
+    is_negative = ops.concatenate([negative_f, zeros], axis=1)
+    is_threshold = ops.concatenate([zeros, positive_f], axis=1)
+    order = ops.argsort(ops.stop_gradient(values), axis=1)
+    sorted_values = ops.take_along_axis(values, order, axis=1)
+    sorted_negative = ops.take_along_axis(is_negative, order, axis=1)
+    negatives_below = ops.cumsum(sorted_negative, axis=1)
+    distance_below = ops.cumsum(sorted_negative * sorted_values, axis=1)
+    # Each threshold entry collects c_p t_p − s_p.
+    per_threshold = ops.take_along_axis(is_threshold, order, axis=1) * (
+        negatives_below * sorted_values - distance_below
+    )
+    triplets = ops.sum(ops.sum(positive_f, axis=1) * ops.sum(negative_f, axis=1))
+    return ops.sum(per_threshold) / ops.maximum(triplets, 1.0)
 
 
 def _hard(labels, embeddings, margin, distance):
@@ -172,12 +195,16 @@ class TripletLoss(MetricLoss):
         self.mining = mining
         self.distance = distance
 
+    @property
+    def _checks_layout(self):
+        return self.mining == "structured"
+
     def check_batch(self, labels):
         if self.mining == "structured":
             check_triplet_batch(labels, loss_name=f"{type(self).__name__}(mining='structured')")
 
     def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance)
+        return _MINERS[self.mining](y_true, y_pred, self.margin, self.distance)
 
     def get_config(self):
         return {
