@@ -65,6 +65,9 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     losses = commands.add_parser("losses", help="list the available losses")
     losses.set_defaults(handler=_cmd_losses)
+    from kerasml.data.commands import register as register_data
+
+    register_data(commands)
     return parser
 
 

@@ -59,3 +59,55 @@ def triplet_labels(rng, n, classes):
     anchors = rng.integers(0, classes, size=n)
     negatives = (anchors + rng.integers(1, classes, size=n)) % classes
     return np.concatenate([anchors, anchors, negatives]).astype(np.int64)
+
+
+def tiny_backbone(size=8, channels=1, features=12, name="backbone"):
+    """A few-thousand-parameter CNN for HDML tests: images ``[size, size, channels]`` → ``[features]``."""
+    return keras.Sequential(
+        [
+            keras.Input((size, size, channels)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(features),
+        ],
+        name=name,
+    )
+
+
+def digits_npair_batches(rng, steps, pairs, noise=0.0):
+    """N-pair batches ``[a_1..a_N; p_1..p_N]`` of scikit-learn's 8x8 digits (offline).
+
+    Returns images ``[steps * 2N, 8, 8, 1]`` in [0, 1] and labels 0..9, batch after batch.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype("float32")[..., None]
+    by_class = [np.flatnonzero(digits.target == c) for c in range(10)]
+    xs, ys = [], []
+    for _ in range(steps):
+        classes = rng.choice(10, size=pairs, replace=False)
+        picks = np.array([rng.choice(by_class[c], size=2, replace=False) for c in classes])
+        order = np.concatenate([picks[:, 0], picks[:, 1]])
+        xs.append(images[order] + noise * rng.normal(size=images[order].shape).astype("float32"))
+        ys.append(np.concatenate([classes, classes]))
+    return np.concatenate(xs), np.concatenate(ys).astype("int32")
+
+
+def digits_triplet_batches(rng, steps, n):
+    """Structured triplet batches ``[anchors; positives; negatives]`` of the 8x8 digits."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype("float32")[..., None]
+    by_class = [np.flatnonzero(digits.target == c) for c in range(10)]
+    xs, ys = [], []
+    for _ in range(steps):
+        anchors = rng.integers(0, 10, size=n)
+        negatives = (anchors + rng.integers(1, 10, size=n)) % 10
+        a, p = zip(*(rng.choice(by_class[c], size=2, replace=False) for c in anchors))
+        neg = [rng.choice(by_class[c]) for c in negatives]
+        xs.append(images[np.concatenate([a, p, neg])])
+        ys.append(np.concatenate([anchors, anchors, negatives]))
+    return np.concatenate(xs), np.concatenate(ys).astype("int32")

@@ -1,0 +1,769 @@
+"""What HDML costs on top of a plain metric model: train-step time and peak memory, per backend.
+
+What is measured
+----------------
+For every backend (TensorFlow, PyTorch, JAX) and configuration, the same backbone is trained
+two ways with ``model.compile()`` (the default Adam per parameter group) and
+``model.train_on_batch(x, labels)`` (Keras' own training step, as ``fit`` runs it):
+
+- **plain**: ``MetricModel(backbone, embedding_dim=128, loss=NPairLoss())`` (= ``HDMLModel(...,
+  hdml=False)``): backbone -> projector -> ``z``, loss ``J_m``;
+- **HDML**: ``HDMLModel(backbone, embedding_dim=128, loss=NPairLoss(), num_classes=C, hdml=True)``:
+  the same, plus the hardness-aware augmentation (the ``N²`` pulled negatives of an N-pair
+  batch), two generator passes over the ``N + N²`` decoded rows, the projector on the
+  ``N + N²`` synthetic features, ``J_syn``, the classifier and the three-group optimizer.
+
+==============  ==========================  =====  ============================================
+config          backbone                    B      N-pair batch
+==============  ==========================  =====  ============================================
+``googlenet``   ``backbones.get("googlenet",   32  16 pairs, labels ``[c_1..c_16, c_1..c_16]``
+                input_shape=(224, 224, 3))``       (decoded rows: 16 + 256)
+``small_cnn``   ``backbones.get("small_cnn",  128  64 pairs (decoded rows: 64 + 4096)
+                input_shape=(64, 64, 3))``
+==============  ==========================  =====  ============================================
+
+Inputs are random images (``N(0, 1)``, float32, channels last, fixed seed) and labels drawn
+from ``C = --num-classes`` (default 100) classes, ``min(warm-up + steps, 4)`` distinct batches
+cycled, all in memory, identical for plain and HDML. Values of the losses do not matter here;
+the cost of a step does not depend on them (``J_avg`` starts at 1e6, so nothing is pulled yet,
+but every op of eq. (1) still runs).
+
+Time: each step is timed with ``time.perf_counter`` around ``train_on_batch`` (which returns
+the logs as NumPy values, so the step has finished; on CUDA torch also synchronises). The first
+``--warmup`` steps (default 2: tracing / XLA compilation, optimizer variables, warm caches) are
+not counted; then ``--steps`` (default 3) steps are. Cells are ``median (min-max)`` ms per
+step; the ratio is HDML median / plain median, with min / min in brackets (less sensitive to
+background load). The per-step process CPU time is in the ``--json`` output and in a note.
+Keras' ``jit_compile="auto"`` is kept: on a CPU-only machine that is no XLA for TensorFlow,
+eager for PyTorch and ``jax.jit`` for JAX (the resolved value is printed).
+
+Peak memory (host): each (backend, config, model) runs in its OWN subprocess, so peaks do not
+mix and every one starts from a fresh runtime. The baseline is the resident set size (RSS)
+after the model is built and compiled and the batches are in memory, before the first step.
+After the warm-up steps the RSS high-water mark is reset (Linux: ``5`` written to
+``/proc/self/clear_refs``, then ``VmHWM`` from ``/proc/self/status``), so the peak is that of
+the timed steady-state steps, without one-off tracing / compilation memory. Where that reset is
+not possible the peak is the process lifetime's (``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+on POSIX; ``psutil``'s ``peak_wset`` on Windows when psutil is installed; else n/a), and the
+note says so. Cells are ``peak MB (+increase over the baseline)``; the increase (optimizer
+state, activations and gradients, allocator caches) is what HDML changes, the absolute peak
+also holds the runtime (TensorFlow alone is several hundred MB). The ratio column is
+``increase ratio [absolute ratio]``.
+
+Peak memory (accelerator), only when one is there: PyTorch ``torch.cuda.max_memory_allocated``
+(reset after the warm-up), TensorFlow ``tf.config.experimental.get_memory_info("GPU:0")["peak"]``
+(reset after the warm-up), JAX ``device.memory_stats()["peak_bytes_in_use"]`` (process
+lifetime, compilation included: JAX has no reset). These add two columns to the table.
+
+Targets (project): HDML / plain <= 1.15 in time and <= 1.10 in peak memory for GoogLeNet
+(coloured green / red; small_cnn is information only: there the backbone is so cheap that the
+``N²`` synthetic rows weigh much more).
+
+Noise and run time
+------------------
+Wall-clock numbers on a small shared machine are noisy; plain and HDML run one after the other
+in different processes, so compare them with the load averages printed alongside.
+``--threads 1`` caps every backend at one thread (torch.set_num_threads, TF intra/inter-op
+threads, OMP_NUM_THREADS, XLA ``--xla_cpu_multi_thread_eigen=false``) and gives steadier
+numbers when other work shares the cores. On a 2-core CPU a GoogLeNet step at 224 px batch 32
+takes several seconds, and each of the 12 subprocesses pays its import, build and
+compilation, so the defaults are small (2 warm-up + 3 timed steps: ~10-15 min for everything).
+On a real machine run it longer for tighter numbers, e.g.::
+
+    python benchmarks/hdml_overhead.py --warmup 3 --steps 20
+
+and on a GPU machine the same command measures GPU steps (Keras puts the model there).
+
+Usage::
+
+    python benchmarks/hdml_overhead.py [--backends tensorflow,torch,jax] [--configs googlenet,small_cnn]
+        [--steps N] [--warmup N] [--threads N] [--json out.json] [--num-classes C]
+        [--models plain,hdml] [--generator-units U]
+
+``--generator-units`` changes the HDML generator's hidden width (default 512, the model's
+default) to see how much of the overhead is the generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ("tensorflow", "torch", "jax")
+BACKEND_SHORT = {"tensorflow": "tf", "torch": "torch", "jax": "jax"}
+MODELS = ("plain", "hdml")
+MARKER = "@@KERASML_BENCH_JSON@@"
+EMBEDDING_DIM = 128
+CONFIGS = {
+    "googlenet": {"backbone": "googlenet", "input_shape": (224, 224, 3), "batch": 32, "label": "GoogLeNet 224px B=32"},
+    "small_cnn": {"backbone": "small_cnn", "input_shape": (64, 64, 3), "batch": 128, "label": "small CNN 64px B=128"},
+}
+TARGET_CONFIGS = {"googlenet"}
+TIME_TARGET = 1.15
+MEMORY_TARGET = 1.10
+MAX_DISTINCT_BATCHES = 4
+MB = 2**20
+
+
+# ---------------------------------------------------------------- memory ---
+
+
+def _proc_status():
+    """``/proc/self/status`` memory lines in kB (Linux), else ``{}``."""
+    try:
+        with open("/proc/self/status") as f:
+            lines = [line.split(":", 1) for line in f if line.startswith("Vm")]
+        return {key: int(value.split()[0]) for key, value in lines}
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def _psutil_memory():
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info()
+
+
+def current_rss_mb():
+    """Resident set size now, in MB (``/proc``, else psutil, else None)."""
+    status = _proc_status()
+    if "VmRSS" in status:
+        return status["VmRSS"] / 1024
+    info = _psutil_memory()
+    return None if info is None else info.rss / MB
+
+
+def lifetime_peak_rss_mb():
+    """The process's RSS high-water mark in MB: ``ru_maxrss`` (POSIX), psutil's ``peak_wset``, or None."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        info = _psutil_memory()
+        peak = getattr(info, "peak_wset", None)
+        return None if peak is None else peak / MB
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / MB if sys.platform == "darwin" else value / 1024  # bytes on macOS, kB elsewhere
+
+
+def reset_peak_rss():
+    """Reset the RSS high-water mark (Linux >= 4.0); True when ``VmHWM`` now reads the current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    status = _proc_status()
+    return "VmHWM" in status and "VmRSS" in status and status["VmHWM"] <= status["VmRSS"] + 4096
+
+
+def peak_rss_mb(was_reset):
+    """``(peak MB, how it was measured)`` for the steps since `reset_peak_rss` (or the lifetime)."""
+    if was_reset:
+        status = _proc_status()
+        if "VmHWM" in status:
+            return status["VmHWM"] / 1024, "VmHWM since reset after warm-up"
+    peak = lifetime_peak_rss_mb()
+    if peak is None:
+        return None, "n/a (no resource module, no psutil)"
+    how = "ru_maxrss" if sys.platform != "win32" else "psutil peak_wset"
+    return peak, f"{how} over the process lifetime (compilation included)"
+
+
+def _device_memory(backend, action):
+    """Accelerator memory: ``action="reset"`` resets peaks where possible; ``"peak"`` returns
+    ``(MB, how)`` or ``(None, None)`` when there is no accelerator (or the API is missing)."""
+    try:
+        if backend == "torch":
+            import torch
+
+            if not torch.cuda.is_available():
+                return None, None
+            if action == "reset":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                return None, None
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / MB, "torch.cuda.max_memory_allocated since warm-up"
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if not tf.config.list_physical_devices("GPU"):
+                return None, None
+            if action == "reset":
+                tf.config.experimental.reset_memory_stats("GPU:0")
+                return None, None
+            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / MB, "tf get_memory_info peak since warm-up"
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "cpu" or action == "reset":
+                return None, None
+            stats = device.memory_stats() or {}
+            if "peak_bytes_in_use" not in stats:
+                return None, None
+            return stats["peak_bytes_in_use"] / MB, "jax peak_bytes_in_use (lifetime, compilation included)"
+    except Exception as error:  # a missing / changed API must not sink the benchmark
+        return None, f"n/a ({type(error).__name__})"
+    return None, None
+
+
+def _sync(backend):
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- worker ---
+
+
+def _limit_threads(backend, threads):
+    """Cap the backend's CPU threads (before its runtime starts)."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif backend == "jax" and threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+
+
+def _backend_facts(backend):
+    facts = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    if backend == "torch":
+        import torch
+
+        facts.update(torch_threads=torch.get_num_threads(), cuda=torch.cuda.is_available())
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        facts.update(
+            tf_intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads() or "auto",
+            tf_inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads() or "auto",
+            gpus=len(tf.config.list_physical_devices("GPU")),
+        )
+    elif backend == "jax":
+        import jax
+
+        facts.update(jax_devices=[str(d) for d in jax.devices()], XLA_FLAGS=os.environ.get("XLA_FLAGS"))
+    return facts
+
+
+def _progress(backend, config, model, message):
+    print(f"[bench {BACKEND_SHORT[backend]} {config} {model}] {message}", file=sys.stderr, flush=True)
+
+
+def make_batches(config, count, num_classes, seed):
+    """``count`` in-memory N-pair batches ``(images float32 [B, H, W, 3], labels int32 [B])``."""
+    import numpy as np
+
+    spec = CONFIGS[config]
+    batch, shape = spec["batch"], spec["input_shape"]
+    pairs = batch // 2
+    if pairs > num_classes:
+        raise ValueError(f"{config}: an N-pair batch of {batch} needs >= {pairs} classes; --num-classes={num_classes}")
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        classes = rng.permutation(num_classes)[:pairs]
+        labels = np.concatenate([classes, classes]).astype("int32")
+        images = rng.standard_normal((batch, *shape), dtype=np.float32)
+        batches.append((images, labels))
+    return batches
+
+
+def _step_stats(values_s):
+    ms = sorted(v * 1e3 for v in values_s)
+    return {
+        "median_ms": statistics.median(ms),
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "mean_ms": statistics.fmean(ms),
+        "runs": len(ms),
+        "times_ms": [round(v, 3) for v in ms],
+    }
+
+
+def worker(args):
+    """Build one model, time its training steps, print JSON (with ``MARKER``) on stdout."""
+    backend, config, kind = args.worker, args.config, args.model
+    os.environ["KERAS_BACKEND"] = backend
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    if args.threads:
+        _limit_threads(backend, args.threads)
+    import keras
+
+    import kerasml
+    from kerasml.models import HDMLModel, MetricModel, backbones
+
+    if keras.backend.backend() != backend:
+        raise RuntimeError(f"KERAS_BACKEND={backend} but Keras runs {keras.backend.backend()}")
+    result = {"backend": backend, "config": config, "model": kind, "facts": _backend_facts(backend)}
+    result["facts"]["loadavg_start"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    memory = {"rss_after_import_mb": current_rss_mb()}
+    spec = CONFIGS[config]
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(args.seed)
+    backbone = backbones.get(spec["backbone"], input_shape=spec["input_shape"])
+    loss = kerasml.losses.NPairLoss()
+    if kind == "hdml":
+        model = HDMLModel(
+            backbone,
+            embedding_dim=EMBEDDING_DIM,
+            loss=loss,
+            num_classes=args.num_classes,
+            hdml=True,
+            generator_units=args.generator_units,
+        )
+    else:
+        model = MetricModel(backbone, embedding_dim=EMBEDDING_DIM, loss=loss)
+    model.compile()
+    total_steps = args.warmup + args.steps
+    batches = make_batches(config, min(total_steps, MAX_DISTINCT_BATCHES), args.num_classes, args.seed + 1)
+    result["build_s"] = time.perf_counter() - started
+    result["parameters"] = int(sum(math.prod(v.shape) for v in model.weights))
+    result["trainable_parameters"] = int(sum(math.prod(v.shape) for v in model.trainable_weights))
+    result["jit_compile"] = model.jit_compile
+    memory["rss_after_build_mb"] = current_rss_mb()
+    memory["lifetime_peak_after_build_mb"] = lifetime_peak_rss_mb()
+    _progress(backend, config, kind, f"built in {result['build_s']:.1f} s, {result['parameters']:,} weights")
+
+    warmup_s, wall, cpu, logs = [], [], [], {}
+    was_reset = False
+    for step in range(total_steps):
+        if step == args.warmup:
+            memory["rss_after_warmup_mb"] = current_rss_mb()
+            was_reset = reset_peak_rss()
+            _device_memory(backend, "reset")
+        images, labels = batches[step % len(batches)]
+        t0, c0 = time.perf_counter(), time.process_time()
+        logs = model.train_on_batch(images, labels, return_dict=True)
+        _sync(backend)
+        elapsed, cpu_elapsed = time.perf_counter() - t0, time.process_time() - c0
+        if step < args.warmup:
+            warmup_s.append(elapsed)
+        else:
+            wall.append(elapsed)
+            cpu.append(cpu_elapsed)
+        _progress(backend, config, kind, f"step {step + 1}/{total_steps}: {elapsed * 1e3:.0f} ms")
+
+    memory["peak_mb"], memory["peak_how"] = peak_rss_mb(was_reset)
+    memory["lifetime_peak_mb"] = lifetime_peak_rss_mb()
+    memory["device_peak_mb"], memory["device_peak_how"] = _device_memory(backend, "peak")
+    if memory["peak_mb"] is not None and memory["rss_after_build_mb"] is not None:
+        memory["increase_mb"] = memory["peak_mb"] - memory["rss_after_build_mb"]
+    result.update(
+        warmup_ms=[round(v * 1e3, 1) for v in warmup_s],
+        wall=_step_stats(wall),
+        cpu=_step_stats(cpu),
+        memory=memory,
+        logs={k: float(v) for k, v in logs.items()},
+    )
+    result["finite"] = all(math.isfinite(v) for v in result["logs"].values())
+    result["facts"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(MARKER + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------- parent ---
+
+
+def _machine_facts():
+    facts = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        with open("/proc/meminfo") as f:
+            mem = dict(line.split(":", 1) for line in f)
+        facts["mem_total_gb"] = round(int(mem["MemTotal"].split()[0]) / 2**20, 1)
+        facts["mem_available_gb"] = round(int(mem["MemAvailable"].split()[0]) / 2**20, 1)
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            facts["cpu_model"] = names[0]
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("keras", "tensorflow", "torch", "jax", "jaxlib", "numpy", "rich", "psutil"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    facts["versions"] = versions
+    return facts
+
+
+def run_worker(backend, config, kind, args):
+    """One subprocess for one (backend, config, model); returns its JSON or an error dict."""
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = backend
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        backend,
+        "--config",
+        config,
+        "--model",
+        kind,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--num-classes",
+        str(args.num_classes),
+        "--generator-units",
+        str(args.generator_units),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+    ]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout_lines, stderr_tail = [], []
+
+    def pump_stderr():
+        for line in proc.stderr:
+            if line.startswith("[bench"):
+                print(line, end="", file=sys.stderr, flush=True)
+            else:
+                stderr_tail.append(line)
+                del stderr_tail[:-40]
+
+    def pump_stdout():
+        stdout_lines.extend(proc.stdout)
+
+    pumps = [threading.Thread(target=pump_stderr, daemon=True), threading.Thread(target=pump_stdout, daemon=True)]
+    for pump in pumps:
+        pump.start()
+    try:
+        proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pump in pumps:
+        pump.join(timeout=5)
+    elapsed = time.perf_counter() - started
+    for line in stdout_lines:
+        if line.startswith(MARKER):
+            result = json.loads(line[len(MARKER) :])
+            result["wall_s"] = elapsed
+            return result
+    return {
+        "backend": backend,
+        "config": config,
+        "model": kind,
+        "error": f"worker exited with {proc.returncode} after {elapsed:.0f} s without results",
+        "stderr_tail": "".join(stderr_tail[-15:]),
+        "wall_s": elapsed,
+    }
+
+
+def _ratio(numerator, denominator):
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def build_rows(results, args):
+    """One row per (backend, config): both models' numbers and the HDML / plain ratios."""
+    rows = []
+    for backend in args.backends:
+        for config in args.configs:
+            pair = {kind: results.get((backend, config, kind)) for kind in MODELS}
+            row = {"backend": backend, "config": config, **pair}
+            ok = {k: r for k, r in pair.items() if r is not None and "error" not in r}
+            if len(ok) == 2:
+                plain, hdml = ok["plain"], ok["hdml"]
+                row["time_ratio"] = _ratio(hdml["wall"]["median_ms"], plain["wall"]["median_ms"])
+                row["time_ratio_min"] = _ratio(hdml["wall"]["min_ms"], plain["wall"]["min_ms"])
+                row["cpu_ratio"] = _ratio(hdml["cpu"]["median_ms"], plain["cpu"]["median_ms"])
+                row["memory_ratio"] = _ratio(hdml["memory"].get("increase_mb"), plain["memory"].get("increase_mb"))
+                row["memory_ratio_abs"] = _ratio(hdml["memory"]["peak_mb"], plain["memory"]["peak_mb"])
+                row["device_ratio"] = _ratio(hdml["memory"]["device_peak_mb"], plain["memory"]["device_peak_mb"])
+            rows.append(row)
+    return rows
+
+
+def _time_cell(result):
+    if result is None:
+        return "-"
+    if "error" in result:
+        return "[red]error[/red]"
+    stats = result["wall"]
+    return f"{stats['median_ms']:.0f} ({stats['min_ms']:.0f}-{stats['max_ms']:.0f})"
+
+
+def _memory_cell(result):
+    if result is None:
+        return "-"
+    if "error" in result:
+        return "[red]error[/red]"
+    memory = result["memory"]
+    if memory["peak_mb"] is None:
+        return "n/a"
+    increase = memory.get("increase_mb")
+    return f"{memory['peak_mb']:.0f}" + ("" if increase is None else f" (+{increase:.0f})")
+
+
+def _device_cell(result):
+    if result is None or "error" in result:
+        return "-"
+    value = result["memory"]["device_peak_mb"]
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def _coloured(value, target, config, digits=2):
+    if value is None:
+        return "n/a"
+    if config not in TARGET_CONFIGS:
+        return f"[yellow]{value:.{digits}f}[/yellow]"
+    colour = "green" if value <= target else "red"
+    return f"[{colour}]{value:.{digits}f}[/{colour}]"
+
+
+def _machine_lines(machine, results):
+    load = machine.get("loadavg")
+    lines = [
+        f"CPU: {machine.get('cpu_model', machine['processor'])}; os.cpu_count()={machine['cpu_count']}, "
+        f"usable={machine['cpus_usable']}; RAM {machine.get('mem_total_gb')} GB "
+        f"({machine.get('mem_available_gb')} GB available at start)",
+        f"Python {machine['python']} on {machine['platform']}",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
+        "Load average at start (1/5/15 min): " + (", ".join(f"{x:.2f}" for x in load) if load else "n/a"),
+    ]
+    for (backend, config, kind), result in results.items():
+        if "error" in result:
+            continue
+        facts = dict(result["facts"])
+        start, end = facts.pop("loadavg_start", None), facts.pop("loadavg_end", None)
+        detail = ", ".join(f"{k}={v}" for k, v in facts.items() if v is not None)
+        load = f"; 1-min load {start[0]:.2f} -> {end[0]:.2f}" if start and end else ""
+        lines.append(
+            f"{BACKEND_SHORT[backend]} {config} {kind}: worker {result['wall_s']:.0f} s "
+            f"(build {result['build_s']:.0f} s, warm-up steps {'/'.join(f'{v:.0f}' for v in result['warmup_ms'])} ms), "
+            f"jit_compile={result['jit_compile']}, {result['parameters']:,} weights; {detail}{load}"
+        )
+    return lines
+
+
+def report(machine, results, args):
+    rows = build_rows(results, args)
+    device = any(r["memory"]["device_peak_mb"] is not None for r in results.values() if "error" not in r)
+    title = (
+        f"HDML vs plain N-pair model, train_on_batch, embedding {EMBEDDING_DIM}, C={args.num_classes}, "
+        f"generator_units={args.generator_units}; {args.warmup} warm-up + {args.steps} timed steps; "
+        "ms/step: median (min-max); peak MB (+increase over the RSS after build)"
+    )
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+    except ImportError:
+        Console = None
+    if Console is None:  # plain-text fallback
+        print("\n".join(_machine_lines(machine, results)))
+        print(title)
+        for row in rows:
+            print(
+                row["backend"],
+                row["config"],
+                _time_cell(row["plain"]),
+                _time_cell(row["hdml"]),
+                row.get("time_ratio"),
+                _memory_cell(row["plain"]),
+                _memory_cell(row["hdml"]),
+                row.get("memory_ratio"),
+            )
+        return rows
+    console = Console(width=None if sys.stdout.isatty() else 180)
+    console.print("[bold]Machine[/bold]")
+    for line in _machine_lines(machine, results):
+        console.print("  " + escape(line), highlight=False)
+    table = Table(title=title, title_justify="left")
+    for name, justify in (
+        ("backend", "left"),
+        ("config", "left"),
+        ("plain ms/step", "right"),
+        ("HDML ms/step", "right"),
+        ("ratio (min/min)", "right"),
+        ("plain peak MB", "right"),
+        ("HDML peak MB", "right"),
+        ("ratio: incr. \\[abs]", "right"),
+    ):
+        table.add_column(name, justify=justify)
+    if device:
+        table.add_column("plain dev MB", justify="right")
+        table.add_column("HDML dev MB", justify="right")
+    previous = None
+    for row in rows:
+        if previous is not None and previous != row["backend"]:
+            table.add_section()
+        previous = row["backend"]
+        time_ratio = memory_ratio = "-"
+        if "time_ratio" in row:
+            time_ratio = _coloured(row["time_ratio"], TIME_TARGET, row["config"])
+            if row["time_ratio_min"] is not None:
+                time_ratio += f" ({row['time_ratio_min']:.2f})"
+            memory_ratio = _coloured(row["memory_ratio"], MEMORY_TARGET, row["config"])
+            if row["memory_ratio_abs"] is not None:
+                memory_ratio += f" [{row['memory_ratio_abs']:.2f}]"
+        cells = [
+            BACKEND_SHORT[row["backend"]],
+            CONFIGS[row["config"]]["label"],
+            _time_cell(row["plain"]),
+            _time_cell(row["hdml"]),
+            time_ratio,
+            _memory_cell(row["plain"]),
+            _memory_cell(row["hdml"]),
+            memory_ratio,
+        ]
+        if device:
+            cells += [_device_cell(row["plain"]), _device_cell(row["hdml"])]
+        table.add_row(*cells)
+    console.print(table)
+    notes = [
+        f"Targets (GoogLeNet): HDML/plain <= {TIME_TARGET} in time, <= {MEMORY_TARGET} in peak memory (increase "
+        "over the post-build RSS); small_cnn ratios are information only (yellow).",
+        "Time ratio = median/median, (min/min) in brackets. Memory ratio = ratio of the peak increases over "
+        "the RSS after build, \\[ratio of absolute peaks] in brackets.",
+    ]
+    hows = sorted({r["memory"]["peak_how"] for r in results.values() if "error" not in r})
+    notes.append("Host peak measured as: " + "; ".join(hows) + ".")
+    device_hows = sorted({r["memory"]["device_peak_how"] for r in results.values() if "error" not in r} - {None})
+    if device_hows:
+        notes.append("Device peak measured as: " + "; ".join(device_hows) + ".")
+    cpu = [
+        f"{BACKEND_SHORT[row['backend']]} {row['config']} {row['cpu_ratio']:.2f}"
+        for row in rows
+        if row.get("cpu_ratio") is not None
+    ]
+    if cpu:
+        notes.append("HDML/plain ratio of the median process CPU time per step (all threads): " + ", ".join(cpu) + ".")
+    for result in results.values():
+        if "error" in result:
+            notes.append(
+                f"[red]{result['backend']} {result['config']} {result['model']} failed: {escape(result['error'])}"
+                f"[/red]\n{escape(result.get('stderr_tail', ''))}"
+            )
+        elif not result["finite"]:
+            notes.append(f"[red]{result['backend']} {result['config']} {result['model']}: non-finite logs[/red]")
+    for note in notes:
+        console.print("  " + note, highlight=False)
+    return rows
+
+
+def _csv(text):
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", type=_csv, default=list(BACKENDS), help="comma list of backends")
+    parser.add_argument("--configs", type=_csv, default=list(CONFIGS), help=f"comma list of {','.join(CONFIGS)}")
+    parser.add_argument("--models", type=_csv, default=list(MODELS), help="comma list of plain,hdml")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per model (default 3)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation; default 2)")
+    parser.add_argument("--num-classes", type=int, default=100, help="training classes C (default 100)")
+    parser.add_argument("--generator-units", type=int, default=512, help="HDML generator width (default 512)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write all results (raw times included) to this file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="cap CPU threads of every backend (torch.set_num_threads, TF intra/inter-op, OMP_NUM_THREADS; "
+        "for jax only 1 is honoured, via --xla_cpu_multi_thread_eigen=false). Default 0: library defaults",
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per worker subprocess")
+    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--config", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = (
+        [b for b in args.backends if b not in BACKENDS]
+        + [c for c in args.configs if c not in CONFIGS]
+        + [m for m in args.models if m not in MODELS]
+    )
+    if unknown:
+        parser.error(f"unknown value(s) {unknown}; backends: {BACKENDS}; configs: {list(CONFIGS)}; models: {MODELS}")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    machine = _machine_facts()
+    load = machine["loadavg"][0] if machine["loadavg"] else float("nan")
+    print(
+        f"kerasml HDML overhead benchmark: backends={','.join(args.backends)} configs={','.join(args.configs)} "
+        f"models={','.join(args.models)} warm-up={args.warmup} steps={args.steps} threads={args.threads or 'default'}; "
+        f"{machine['cpu_count']} CPUs, load {load:.2f}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    results = {}
+    for backend in args.backends:
+        for config in args.configs:
+            for kind in args.models:
+                results[(backend, config, kind)] = run_worker(backend, config, kind, args)
+    machine["total_wall_s"] = time.perf_counter() - started
+    print(f"total {machine['total_wall_s']:.0f} s", file=sys.stderr)
+    rows = report(machine, results, args)
+    if args.json:
+        payload = {
+            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "config", "model")},
+            "machine": machine,
+            "results": list(results.values()),
+            "table": [
+                {k: v for k, v in row.items() if k not in MODELS}
+                | {f"{kind}_{key}": (row[kind] or {}).get(key) for kind in MODELS for key in ("wall", "memory")}
+                for row in rows
+            ],
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+        print(f"wrote {args.json}")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

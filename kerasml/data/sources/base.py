@@ -1,0 +1,201 @@
+"""The base class of dataset sources (the study's ``DatasetIngestion``).
+
+A source knows one dataset's layout: it lists the classes and images (:meth:`Source.catalog`),
+reads image payloads from the original archive or folder (:meth:`Source.iter_images`), and
+chooses the classes of a store (:meth:`Source.split_classes`: the dataset's standard split, or
+N classes sampled at random and split 50/50 by class, the study's ``-n N``).
+"""
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kerasml.data.errors import SourceError
+
+__all__ = ["Catalog", "Source"]
+
+
+@dataclass
+class Catalog:
+    """Every class and image of a dataset.
+
+    Attributes:
+        class_ids: the dataset's own class ids (int64 ``[C]``, ascending).
+        class_names: a name per class id (same order).
+        train_class_ids: the class ids of the dataset's standard training split.
+        image_keys: one key per image, passed back to :meth:`Source.iter_images`
+            (an archive-relative path for files).
+        image_class_ids: the class id of each image (int64 ``[N]``).
+        image_paths: a human-readable path per image (for provenance and error reports).
+    """
+
+    class_ids: np.ndarray
+    class_names: list
+    train_class_ids: np.ndarray
+    image_keys: list
+    image_class_ids: np.ndarray
+    image_paths: list = field(default=None)
+
+    def __post_init__(self):
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int64)
+        self.train_class_ids = np.asarray(self.train_class_ids, dtype=np.int64)
+        self.image_class_ids = np.asarray(self.image_class_ids, dtype=np.int64)
+        if self.image_paths is None:
+            self.image_paths = [str(key) for key in self.image_keys]
+
+    @property
+    def num_classes(self):
+        """The number of classes."""
+        return len(self.class_ids)
+
+    def name_of(self, class_id):
+        """The name of one class id."""
+        index = int(np.searchsorted(self.class_ids, class_id))
+        return self.class_names[index]
+
+
+class Source(abc.ABC):
+    """One dataset: how to list it, read it and choose its classes.
+
+    Subclasses set :attr:`name`, :attr:`needs_path`, :attr:`default_image_size` and
+    implement :meth:`catalog` and :meth:`iter_images`.
+
+    Args:
+        path: the original archive or extracted folder (``--from``); sources with
+            ``needs_path = False`` ignore it.
+    """
+
+    #: the name used on the command line (``kerasml ingest NAME``).
+    name = "source"
+    #: whether the source reads files (``--from``).
+    needs_path = True
+    #: the default ``--image-size`` of its stores (pixels of the square side).
+    default_image_size = 256
+    #: how the standard split is defined (shown by ``kerasml info``).
+    standard_split = ""
+
+    def __init__(self, path=None):
+        self.path = None if path is None else Path(path)
+        self._catalog = None
+
+    def __repr__(self):
+        return f"{type(self).__name__}(path={None if self.path is None else str(self.path)!r})"
+
+    def options(self):
+        """Source-specific options recorded in the store's provenance."""
+        return {}
+
+    @abc.abstractmethod
+    def _build_catalog(self):
+        """Build the :class:`Catalog` (called once by :meth:`catalog`)."""
+
+    def catalog(self):
+        """The :class:`Catalog` of the dataset (built once, then cached).
+
+        Raises:
+            SourceError: if the dataset files cannot be found or parsed.
+        """
+        if self._catalog is None:
+            self._catalog = self._build_catalog()
+        return self._catalog
+
+    @abc.abstractmethod
+    def iter_images(self, keys: Sequence) -> Iterator[tuple[object, object]]:
+        """Yield ``(key, payload)`` for the requested image keys, in any order.
+
+        ``payload`` is the encoded file (``bytes``, decoded with OpenCV), a decoded
+        ``uint8`` array (``HxW`` or ``HxWx3`` RGB), or ``None`` when the image is missing.
+        Each requested key is yielded exactly once.
+        """
+
+    def split_classes(self, classes=None, seed=0):
+        """Choose the training and test classes of a store.
+
+        Args:
+            classes: ``None`` for the dataset's standard split; else N: N classes drawn at
+                random (seeded) and split 50/50 by class (the first ``ceil(N/2)`` drawn are
+                training classes), so training and test classes never overlap.
+            seed: the seed of the draw.
+
+        Returns:
+            ``(train_class_ids, test_class_ids)``: int64 arrays, in drawing order when
+            sampled, ascending for the standard split.
+
+        Raises:
+            SourceError: if N is not between 2 and the number of classes.
+        """
+        catalog = self.catalog()
+        if classes is None:
+            train = np.sort(catalog.train_class_ids)
+            test = np.setdiff1d(catalog.class_ids, train)
+            return train, test
+        total = catalog.num_classes
+        if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or not 2 <= classes <= total:
+            raise SourceError(
+                f"Invalid number of classes for {self.name}: expected an integer from 2 to {total} (the classes "
+                f"the dataset has), received {classes!r}. Use --classes N with 2 <= N <= {total}, or leave it out "
+                "for the dataset's standard split."
+            )
+        rng = np.random.default_rng(seed)
+        drawn = rng.choice(catalog.class_ids, size=int(classes), replace=False)
+        n_train = (int(classes) + 1) // 2
+        return drawn[:n_train].astype(np.int64), drawn[n_train:].astype(np.int64)
+
+
+def require_path(source, hint):
+    """The source's path, or a :class:`SourceError` that says how to get the data."""
+    if source.path is None:
+        raise SourceError(f"The {source.name} source needs --from PATH. {hint}")
+    if not source.path.exists():
+        raise SourceError(f"{source.path} does not exist ({source.name} source). {hint}")
+    return source.path
+
+
+def iter_from_reader(reader, keys):
+    """Yield ``(key, bytes)`` from an :class:`~kerasml.data.archives.ArchiveReader`, then
+    ``(key, None)`` for each requested key the archive does not have."""
+    missing = dict.fromkeys(keys)
+    for key, data in reader.iter_files(list(missing)):
+        if key in missing:
+            del missing[key]
+            yield key, data
+    for key in missing:
+        yield key, None
+
+
+def parse_table(text, columns, where):
+    """Parse whitespace-separated lines of ``columns`` fields (the last one may hold spaces).
+
+    Args:
+        text: the file's text.
+        columns: the number of fields per line.
+        where: the file name, for error messages.
+
+    Returns:
+        A list of lists of strings, one per non-empty line.
+
+    Raises:
+        SourceError: naming the file and line of a malformed line.
+    """
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        fields = line.split(None, columns - 1)
+        if len(fields) != columns:
+            raise SourceError(
+                f"{where}, line {number}: expected {columns} fields, found {len(fields)} ({line[:80]!r}). The file "
+                "is corrupt or not from the original dataset: download it again."
+            )
+        rows.append(fields)
+    return rows
+
+
+def first_half_split(class_ids):
+    """The lower half of the sorted class ids: the standard split of CUB (1-100) and Cars196 (1-98)."""
+    class_ids = np.sort(np.asarray(class_ids, dtype=np.int64))
+    return class_ids[: len(class_ids) // 2] if len(class_ids) > 1 else class_ids

@@ -1,0 +1,190 @@
+"""Hardness-aware deep metric learning (HDML, Zheng et al., CVPR 2019): the maths.
+
+Pure ``keras.ops`` functions used by `kerasml.layers.HardnessAwareAugmentation`
+and `kerasml.models.HDMLModel`; each can be called on its own.
+
+Eq. (1), hardness-aware augmentation, with Euclidean distances
+``d⁺ = ‖z⁺ − z‖``, ``d⁻ = ‖z⁻ − z‖`` and ``λ₀ = exp(−α / J_avg)``::
+
+    ẑ⁻ = z + (d⁺ + λ₀ (d⁻ − d⁺)) · (z⁻ − z) / d⁻    if d⁻ > d⁺
+    ẑ⁻ = z⁻                                          otherwise
+
+Eq. (2), the adaptive metric objective, with ``w = exp(−β / J̄_gen)``::
+
+    J_metric = w · J_m + (1 − w) · J_syn
+"""
+
+import math
+
+from keras import ops
+
+from kerasml.losses import AngularLoss, NPairLoss, TripletLoss, triplet_loss
+from kerasml.losses._pairwise import l2_normalize, masked_logsumexp, safe_sqrt
+
+# Denominators of exp(−c / J) are floored here: J = 0 gives exp(−c / 1e-12) = 0, not NaN.
+_TINY = 1e-12
+
+
+def hardness_factor(alpha, j_avg):
+    """``λ₀ = exp(−α / J_avg)``: 1 keeps negatives where they are, 0 pulls them to ``d⁺``.
+
+    Finite for every ``J_avg ≥ 0``: ``J_avg → 0`` gives 0, ``J_avg → ∞`` gives 1.
+    """
+    j_avg = ops.stop_gradient(ops.cast(j_avg, "float32"))
+    return ops.exp(-alpha / ops.maximum(j_avg, _TINY))
+
+
+def synthetic_weight(beta, j_gen):
+    """``w = exp(−β / J̄_gen)``, the weight of the real-sample loss in eq. (2).
+
+    ``J̄_gen → ∞`` (the start) gives 1 (trust real samples), ``J̄_gen → 0`` gives 0.
+    """
+    j_gen = ops.stop_gradient(ops.cast(j_gen, "float32"))
+    return ops.exp(-beta / ops.maximum(j_gen, _TINY))
+
+
+def _norm(x):
+    return safe_sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
+
+
+def pull_negatives(anchor, positive, negative, j_avg, alpha):
+    """Eq. (1): move each negative toward its anchor, never closer than the positive.
+
+    Args:
+        anchor: ``z``, float ``[..., D]``.
+        positive: ``z⁺``, broadcastable to ``anchor``.
+        negative: ``z⁻``, broadcastable to ``anchor``.
+        j_avg: the running metric loss ``J_avg`` (scalar, no gradient).
+        alpha: the pulling factor ``α``.
+
+    Returns:
+        ``ẑ⁻`` with the broadcast shape of the inputs: rows with ``d⁻ ≤ d⁺``
+        (already hard, or duplicates with ``d⁻ = 0``) are returned unchanged.
+        Gradients flow to ``anchor``, ``positive`` and ``negative``.
+    """
+    anchor, positive, negative = (ops.convert_to_tensor(t, "float32") for t in (anchor, positive, negative))
+    d_pos = _norm(positive - anchor)
+    d_neg = _norm(negative - anchor)
+    lam = hardness_factor(alpha, j_avg)
+    pull = d_neg > d_pos
+    safe_d_neg = ops.where(pull, d_neg, 1.0)
+    scale = (d_pos + lam * (d_neg - d_pos)) / safe_d_neg
+    pulled = anchor + scale * (negative - anchor)
+    return ops.where(pull, pulled, negative + ops.zeros_like(pulled))
+
+
+def pull_npair_negatives(anchors, positives, j_avg, alpha):
+    """Eq. (1) on an N-pair batch: every other pair's positive is a negative.
+
+    Args:
+        anchors: ``a_1..a_N``, float ``[N, D]``.
+        positives: ``p_1..p_N``, float ``[N, D]`` (same classes, same order).
+        j_avg: ``J_avg``; alpha: ``α``.
+
+    Returns:
+        ``[N, N, D]``: row ``i``, column ``j`` is ``p_j`` pulled toward ``a_i``
+        (with ``d⁺ = ‖p_i − a_i‖``); the diagonal ``j = i`` is ``p_i`` itself.
+    """
+    a = ops.expand_dims(anchors, 1)  # [N, 1, D]
+    p_own = ops.expand_dims(positives, 1)  # [N, 1, D]
+    p_all = ops.expand_dims(positives, 0)  # [1, N, D]
+    return pull_negatives(a, p_own, p_all, j_avg, alpha)
+
+
+def reconstruction_loss(features, reconstructed):
+    """``J_recon = Σ (y − y')²`` over the batch and the features (HDML's authors)."""
+    return ops.sum(ops.square(features - reconstructed))
+
+
+def soft_cross_entropy(logits, labels, num_classes):
+    """Mean softmax cross-entropy of ``logits [M, C]`` against int ``labels [M]``.
+
+    Built on a one-hot target, so a label outside ``[0, C)`` contributes
+    ``logsumexp(logits)`` (finite) instead of the NaN that a gather gives on GPUs.
+    """
+    target = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype=logits.dtype)
+    log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+    return -ops.mean(ops.sum(target * log_probs, axis=-1))
+
+
+def generator_loss(j_recon, j_soft, soft_weight=0.5, softmax_factor=1e4):
+    """``J_gen = (1 − λ) J_recon + λ · c_soft · J_soft`` (λ = ``soft_weight``)."""
+    return (1.0 - soft_weight) * j_recon + soft_weight * softmax_factor * j_soft
+
+
+def metric_objective(j_m, j_syn, w):
+    """Eq. (2): ``J_metric = w · J_m + (1 − w) · J_syn``."""
+    return w * j_m + (1.0 - w) * j_syn
+
+
+def synthesis_layout(loss):
+    """The batch layout HDML synthesises for ``loss``: ``"npair"`` or ``"triplet"``.
+
+    Raises:
+        ValueError: for a loss whose tuples HDML cannot synthesise, saying
+            which losses it supports.
+    """
+    if isinstance(loss, (NPairLoss, AngularLoss)):
+        return "npair"
+    if isinstance(loss, TripletLoss) and loss.mining == "structured":
+        return "triplet"
+    detail = (
+        "TripletLoss mines its triplets from the labels with mining="
+        f"{loss.mining!r}; use TripletLoss(mining='structured') with kerasml.data.TripletSampler"
+        if isinstance(loss, TripletLoss)
+        else f"{type(loss).__name__} has no anchor/positive/negative tuples to synthesise"
+    )
+    raise ValueError(
+        "HDML synthesises hard negatives for tuple-structured losses: NPairLoss and AngularLoss "
+        "(batches [a_1..a_N; p_1..p_N]) and TripletLoss(mining='structured') (batches "
+        f"[anchors; positives; negatives]). {detail}. Use one of those, or hdml=False for a plain model."
+    )
+
+
+def _synthetic_npair_logits(anchors, tuples):
+    # anchors [N, D], tuples [N, N, D] -> logits [N, N] = ã_i · ñ_ij
+    return ops.sum(ops.expand_dims(anchors, 1) * tuples, axis=-1)
+
+
+def synthetic_loss(loss, labels, anchors, tuples):
+    """``J_syn``: the base loss on synthetic tuples, in the layout of `synthesis_layout`.
+
+    - N-pair: ``anchors [N, D]`` (``ã_i``) and ``tuples [N, N, D]`` (``ñ_ij``,
+      the pulled ``p_j`` of row ``i``; ``ñ_ii`` is the positive). `NPairLoss`:
+      ``mean_i [logsumexp_j ã_i·ñ_ij − ã_i·ñ_ii]`` (its ``l2_reg`` acts on real
+      embeddings only, in ``J_m``). `AngularLoss`: its ``f`` with ``ñ_ii`` as
+      positive and ``ñ_ij, j ≠ i`` as negatives, plus its N-pair term.
+    - triplet: ``anchors`` is ``[ã; p̃; ñ]`` (``[3n, D]``) and ``tuples`` is
+      None; the structured `TripletLoss` with the batch's labels.
+
+    Args:
+        loss: the base loss (`NPairLoss`, `AngularLoss`, structured `TripletLoss`).
+        labels: int labels of the real batch.
+        anchors: see above.
+        tuples: see above.
+    """
+    if isinstance(loss, TripletLoss):
+        return triplet_loss(labels, anchors, loss.margin, "structured", loss.distance)
+    n = ops.shape(anchors)[0]
+    index = ops.arange(n)
+    diagonal = ops.expand_dims(index, 1) == ops.expand_dims(index, 0)
+    if isinstance(loss, AngularLoss):
+        if loss.normalize:
+            anchors, tuples = l2_normalize(anchors), l2_normalize(tuples)
+        positives = ops.sum(ops.where(ops.expand_dims(diagonal, -1), tuples, 0.0), axis=1)  # ñ_ii [N, D]
+        tan_sq = math.tan(math.radians(loss.alpha_degrees)) ** 2
+        centre = ops.sum(ops.expand_dims(anchors + positives, 1) * tuples, axis=-1)  # [N, N]
+        pair = ops.sum(anchors * positives, axis=-1, keepdims=True)  # [N, 1]
+        f = 4.0 * tan_sq * centre - 2.0 * (1.0 + tan_sq) * pair
+        angular = ops.mean(ops.logaddexp(0.0, masked_logsumexp(f, ops.logical_not(diagonal), axis=1)))
+        value = loss.angular_weight * angular
+        if loss.npair_weight:
+            value = value + loss.npair_weight * _npair_rows(_synthetic_npair_logits(anchors, tuples), diagonal)
+        return value
+    return _npair_rows(_synthetic_npair_logits(anchors, tuples), diagonal)
+
+
+def _npair_rows(logits, diagonal):
+    everything = ops.ones_like(diagonal)
+    target = ops.sum(ops.where(diagonal, logits, 0.0), axis=1)
+    return ops.mean(masked_logsumexp(logits, everything, axis=1) - target)
