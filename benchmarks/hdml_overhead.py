@@ -62,7 +62,11 @@ Targets (project): HDML / plain <= 1.15 in time and <= 1.10 in peak memory for G
 Noise and run time
 ------------------
 Wall-clock numbers on a small shared machine are noisy; plain and HDML run one after the other
-in different processes, so compare them with the load averages printed alongside.
+in different processes, minutes apart, so compare them with the load averages printed alongside
+and with the CPU-time ratio in the notes. ``--interleave`` adds one process per (backend,
+config) that builds BOTH models and alternates their steps (plain, HDML, HDML, plain, ...):
+its time ratio (last column) does not suffer from load drift between processes, and is the one
+to trust on a shared machine (it reports no memory: the two models' peaks would mix there).
 ``--threads 1`` caps every backend at one thread (torch.set_num_threads, TF intra/inter-op
 threads, OMP_NUM_THREADS, XLA ``--xla_cpu_multi_thread_eigen=false``) and gives steadier
 numbers when other work shares the cores. On a 2-core CPU a GoogLeNet step at 224 px batch 32
@@ -78,7 +82,7 @@ Usage::
 
     python benchmarks/hdml_overhead.py [--backends tensorflow,torch,jax] [--configs googlenet,small_cnn]
         [--steps N] [--warmup N] [--threads N] [--json out.json] [--num-classes C]
-        [--models plain,hdml] [--generator-units U]
+        [--models plain,hdml] [--generator-units U] [--interleave]
 
 ``--generator-units`` changes the HDML generator's hidden width (default 512, the model's
 default) to see how much of the overhead is the generator.
@@ -103,6 +107,7 @@ REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("tensorflow", "torch", "jax")
 BACKEND_SHORT = {"tensorflow": "tf", "torch": "torch", "jax": "jax"}
 MODELS = ("plain", "hdml")
+INTERLEAVED = "interleaved"  # the optional worker that alternates both models' steps (time only)
 MARKER = "@@KERASML_BENCH_JSON@@"
 EMBEDDING_DIM = 128
 CONFIGS = {
@@ -307,27 +312,14 @@ def _step_stats(values_s):
     }
 
 
-def worker(args):
-    """Build one model, time its training steps, print JSON (with ``MARKER``) on stdout."""
-    backend, config, kind = args.worker, args.config, args.model
-    os.environ["KERAS_BACKEND"] = backend
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    if args.threads:
-        _limit_threads(backend, args.threads)
+def _build_model(kind, config, args):
+    """Build and compile the plain or HDML model of ``config`` (seeded: same backbone weights)."""
     import keras
 
     import kerasml
     from kerasml.models import HDMLModel, MetricModel, backbones
 
-    if keras.backend.backend() != backend:
-        raise RuntimeError(f"KERAS_BACKEND={backend} but Keras runs {keras.backend.backend()}")
-    result = {"backend": backend, "config": config, "model": kind, "facts": _backend_facts(backend)}
-    result["facts"]["loadavg_start"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    memory = {"rss_after_import_mb": current_rss_mb()}
     spec = CONFIGS[config]
-
-    started = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
     backbone = backbones.get(spec["backbone"], input_shape=spec["input_shape"])
     loss = kerasml.losses.NPairLoss()
@@ -343,6 +335,49 @@ def worker(args):
     else:
         model = MetricModel(backbone, embedding_dim=EMBEDDING_DIM, loss=loss)
     model.compile()
+    return model
+
+
+def _train_step(backend, model, batch):
+    """One ``train_on_batch``; returns ``(wall s, process CPU s, logs)``."""
+    images, labels = batch
+    t0, c0 = time.perf_counter(), time.process_time()
+    logs = model.train_on_batch(images, labels, return_dict=True)
+    _sync(backend)
+    return time.perf_counter() - t0, time.process_time() - c0, logs
+
+
+def _start_worker(args):
+    backend = args.worker
+    os.environ["KERAS_BACKEND"] = backend
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    if args.threads:
+        _limit_threads(backend, args.threads)
+    import keras
+
+    if keras.backend.backend() != backend:
+        raise RuntimeError(f"KERAS_BACKEND={backend} but Keras runs {keras.backend.backend()}")
+    result = {"backend": backend, "config": args.config, "model": args.model, "facts": _backend_facts(backend)}
+    result["facts"]["loadavg_start"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return result
+
+
+def _finish_worker(result, logs):
+    result["logs"] = {k: float(v) for k, v in logs.items()}
+    result["finite"] = all(math.isfinite(v) for v in result["logs"].values())
+    result["facts"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(MARKER + json.dumps(result), flush=True)
+
+
+def worker(args):
+    """Build one model, time its training steps and its peak memory; print JSON (with ``MARKER``)."""
+    backend, config, kind = args.worker, args.config, args.model
+    result = _start_worker(args)
+    memory = {"rss_after_import_mb": current_rss_mb()}
+
+    started = time.perf_counter()
+    model = _build_model(kind, config, args)
     total_steps = args.warmup + args.steps
     batches = make_batches(config, min(total_steps, MAX_DISTINCT_BATCHES), args.num_classes, args.seed + 1)
     result["build_s"] = time.perf_counter() - started
@@ -360,11 +395,7 @@ def worker(args):
             memory["rss_after_warmup_mb"] = current_rss_mb()
             was_reset = reset_peak_rss()
             _device_memory(backend, "reset")
-        images, labels = batches[step % len(batches)]
-        t0, c0 = time.perf_counter(), time.process_time()
-        logs = model.train_on_batch(images, labels, return_dict=True)
-        _sync(backend)
-        elapsed, cpu_elapsed = time.perf_counter() - t0, time.process_time() - c0
+        elapsed, cpu_elapsed, logs = _train_step(backend, model, batches[step % len(batches)])
         if step < args.warmup:
             warmup_s.append(elapsed)
         else:
@@ -377,16 +408,41 @@ def worker(args):
     memory["device_peak_mb"], memory["device_peak_how"] = _device_memory(backend, "peak")
     if memory["peak_mb"] is not None and memory["rss_after_build_mb"] is not None:
         memory["increase_mb"] = memory["peak_mb"] - memory["rss_after_build_mb"]
-    result.update(
-        warmup_ms=[round(v * 1e3, 1) for v in warmup_s],
-        wall=_step_stats(wall),
-        cpu=_step_stats(cpu),
-        memory=memory,
-        logs={k: float(v) for k, v in logs.items()},
-    )
-    result["finite"] = all(math.isfinite(v) for v in result["logs"].values())
-    result["facts"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(MARKER + json.dumps(result), flush=True)
+    result.update(warmup_ms=[round(v * 1e3, 1) for v in warmup_s], wall=_step_stats(wall), cpu=_step_stats(cpu))
+    result["memory"] = memory
+    _finish_worker(result, logs)
+
+
+def interleaved_worker(args):
+    """Both models in one process, steps alternated (plain, HDML, HDML, plain, ...): time only.
+
+    Removes the drift of background load between the two memory workers (which run minutes
+    apart); its memory numbers would mix, so it reports none.
+    """
+    backend, config = args.worker, args.config
+    result = _start_worker(args)
+    started = time.perf_counter()
+    models = {kind: _build_model(kind, config, args) for kind in MODELS}
+    total_steps = args.warmup + args.steps
+    batches = make_batches(config, min(total_steps, MAX_DISTINCT_BATCHES), args.num_classes, args.seed + 1)
+    result["build_s"] = time.perf_counter() - started
+    logs = {}
+    for kind, model in models.items():
+        for step in range(args.warmup):
+            elapsed, _, logs = _train_step(backend, model, batches[step % len(batches)])
+            _progress(backend, config, f"interleaved {kind}", f"warm-up step {step + 1}: {elapsed * 1e3:.0f} ms")
+    wall = {kind: [] for kind in MODELS}
+    cpu = {kind: [] for kind in MODELS}
+    for step in range(args.steps):
+        order = MODELS if step % 2 == 0 else MODELS[::-1]
+        for kind in order:
+            elapsed, cpu_elapsed, logs = _train_step(backend, models[kind], batches[step % len(batches)])
+            wall[kind].append(elapsed)
+            cpu[kind].append(cpu_elapsed)
+            _progress(backend, config, f"interleaved {kind}", f"step {step + 1}/{args.steps}: {elapsed * 1e3:.0f} ms")
+    result["wall"] = {kind: _step_stats(wall[kind]) for kind in MODELS}
+    result["cpu"] = {kind: _step_stats(cpu[kind]) for kind in MODELS}
+    _finish_worker(result, logs)
 
 
 # ---------------------------------------------------------------- parent ---
@@ -516,6 +572,12 @@ def build_rows(results, args):
                 row["memory_ratio"] = _ratio(hdml["memory"].get("increase_mb"), plain["memory"].get("increase_mb"))
                 row["memory_ratio_abs"] = _ratio(hdml["memory"]["peak_mb"], plain["memory"]["peak_mb"])
                 row["device_ratio"] = _ratio(hdml["memory"]["device_peak_mb"], plain["memory"]["device_peak_mb"])
+            interleaved = results.get((backend, config, INTERLEAVED))
+            row[INTERLEAVED] = interleaved
+            if interleaved is not None and "error" not in interleaved:
+                wall, cpu = interleaved["wall"], interleaved["cpu"]
+                row["interleaved_ratio"] = _ratio(wall["hdml"]["median_ms"], wall["plain"]["median_ms"])
+                row["interleaved_cpu_ratio"] = _ratio(cpu["hdml"]["median_ms"], cpu["plain"]["median_ms"])
             rows.append(row)
     return rows
 
@@ -574,9 +636,16 @@ def _machine_lines(machine, results):
         start, end = facts.pop("loadavg_start", None), facts.pop("loadavg_end", None)
         detail = ", ".join(f"{k}={v}" for k, v in facts.items() if v is not None)
         load = f"; 1-min load {start[0]:.2f} -> {end[0]:.2f}" if start and end else ""
+        if kind == INTERLEAVED:
+            lines.append(
+                f"{BACKEND_SHORT[backend]} {config} {kind}: worker {result['wall_s']:.0f} s "
+                f"(build {result['build_s']:.0f} s){load}"
+            )
+            continue
+        warmup = "/".join(f"{v:.0f}" for v in result["warmup_ms"])
         lines.append(
             f"{BACKEND_SHORT[backend]} {config} {kind}: worker {result['wall_s']:.0f} s "
-            f"(build {result['build_s']:.0f} s, warm-up steps {'/'.join(f'{v:.0f}' for v in result['warmup_ms'])} ms), "
+            f"(build {result['build_s']:.0f} s, warm-up steps {warmup} ms), "
             f"jit_compile={result['jit_compile']}, {result['parameters']:,} weights; {detail}{load}"
         )
     return lines
@@ -584,7 +653,8 @@ def _machine_lines(machine, results):
 
 def report(machine, results, args):
     rows = build_rows(results, args)
-    device = any(r["memory"]["device_peak_mb"] is not None for r in results.values() if "error" not in r)
+    measured = [r for r in results.values() if "error" not in r and "memory" in r]
+    device = any(r["memory"]["device_peak_mb"] is not None for r in measured)
     title = (
         f"HDML vs plain N-pair model, train_on_batch, embedding {EMBEDDING_DIM}, C={args.num_classes}, "
         f"generator_units={args.generator_units}; {args.warmup} warm-up + {args.steps} timed steps; "
@@ -630,6 +700,8 @@ def report(machine, results, args):
     if device:
         table.add_column("plain dev MB", justify="right")
         table.add_column("HDML dev MB", justify="right")
+    if args.interleave:
+        table.add_column("interleaved ratio (cpu)", justify="right")
     previous = None
     for row in rows:
         if previous is not None and previous != row["backend"]:
@@ -655,6 +727,14 @@ def report(machine, results, args):
         ]
         if device:
             cells += [_device_cell(row["plain"]), _device_cell(row["hdml"])]
+        if args.interleave:
+            if row.get("interleaved_ratio") is None:
+                cells.append("[red]error[/red]" if row[INTERLEAVED] else "-")
+            else:
+                cells.append(
+                    _coloured(row["interleaved_ratio"], TIME_TARGET, row["config"])
+                    + f" ({row['interleaved_cpu_ratio']:.2f})"
+                )
         table.add_row(*cells)
     console.print(table)
     notes = [
@@ -663,9 +743,10 @@ def report(machine, results, args):
         "Time ratio = median/median, (min/min) in brackets. Memory ratio = ratio of the peak increases over "
         "the RSS after build, \\[ratio of absolute peaks] in brackets.",
     ]
-    hows = sorted({r["memory"]["peak_how"] for r in results.values() if "error" not in r})
-    notes.append("Host peak measured as: " + "; ".join(hows) + ".")
-    device_hows = sorted({r["memory"]["device_peak_how"] for r in results.values() if "error" not in r} - {None})
+    hows = sorted({r["memory"]["peak_how"] for r in measured})
+    if hows:
+        notes.append("Host peak measured as: " + "; ".join(hows) + ".")
+    device_hows = sorted({r["memory"]["device_peak_how"] for r in measured} - {None})
     if device_hows:
         notes.append("Device peak measured as: " + "; ".join(device_hows) + ".")
     cpu = [
@@ -675,13 +756,18 @@ def report(machine, results, args):
     ]
     if cpu:
         notes.append("HDML/plain ratio of the median process CPU time per step (all threads): " + ", ".join(cpu) + ".")
+    if args.interleave:
+        notes.append(
+            "Interleaved ratio: both models in one extra process, steps alternated (plain, HDML, HDML, plain...), "
+            "HDML/plain median wall time (median process CPU time in brackets); no memory numbers."
+        )
     for result in results.values():
         if "error" in result:
             notes.append(
                 f"[red]{result['backend']} {result['config']} {result['model']} failed: {escape(result['error'])}"
                 f"[/red]\n{escape(result.get('stderr_tail', ''))}"
             )
-        elif not result["finite"]:
+        elif not result.get("finite", True):
             notes.append(f"[red]{result['backend']} {result['config']} {result['model']}: non-finite logs[/red]")
     for note in notes:
         console.print("  " + note, highlight=False)
@@ -713,7 +799,13 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per worker subprocess")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--config", choices=list(CONFIGS), help=argparse.SUPPRESS)
-    parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="also time both models in ONE extra process per (backend, config), steps alternated: a time ratio "
+        "free of the load drift between the separate memory processes (costs one more build + compilation)",
+    )
+    parser.add_argument("--model", choices=[*MODELS, INTERLEAVED], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = (
         [b for b in args.backends if b not in BACKENDS]
@@ -730,7 +822,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        worker(args)
+        (interleaved_worker if args.model == INTERLEAVED else worker)(args)
         return 0
     machine = _machine_facts()
     load = machine["loadavg"][0] if machine["loadavg"] else float("nan")
@@ -746,6 +838,8 @@ def main(argv=None):
         for config in args.configs:
             for kind in args.models:
                 results[(backend, config, kind)] = run_worker(backend, config, kind, args)
+            if args.interleave:
+                results[(backend, config, INTERLEAVED)] = run_worker(backend, config, INTERLEAVED, args)
     machine["total_wall_s"] = time.perf_counter() - started
     print(f"total {machine['total_wall_s']:.0f} s", file=sys.stderr)
     rows = report(machine, results, args)
@@ -755,7 +849,7 @@ def main(argv=None):
             "machine": machine,
             "results": list(results.values()),
             "table": [
-                {k: v for k, v in row.items() if k not in MODELS}
+                {k: v for k, v in row.items() if k not in (*MODELS, INTERLEAVED)}
                 | {f"{kind}_{key}": (row[kind] or {}).get(key) for kind in MODELS for key in ("wall", "memory")}
                 for row in rows
             ],

@@ -68,6 +68,16 @@ def build_parser():
     from kerasml.data.commands import register as register_data
 
     register_data(commands)
+    from kerasml.spec_commands import register as register_spec
+
+    register_spec(commands)
+    from kerasml.experiment_commands import register as register_experiment
+
+    register_experiment(commands)
+    for subparser in commands.choices.values():
+        subparser.add_argument(
+            "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
+        )
     return parser
 
 
@@ -88,8 +98,21 @@ def main(argv=None):
     except CLIError as error:
         if args.verbose:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        return 130
+    except Exception as error:  # an unexpected failure: say what and how to see more
+        if args.verbose:
+            console.print_exception()
+        else:
+            console.print(
+                f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}\n"
+                "Run again with --verbose for the traceback, and report it if the input was valid.",
+                highlight=False,
+            )
+        return 1
 
 
 if __name__ == "__main__":

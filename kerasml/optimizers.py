@@ -19,6 +19,9 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
     A variable belongs to the first group one of whose ``prefixes`` starts its
     ``variable.path`` (e.g. ``"hdml_generator/"``), else to ``default_group``.
 
+    The group optimizers are in ``group_optimizers``; ``learning_rate`` is the
+    default group's.
+
     Args:
         optimizers: dict ``{group name: keras.optimizers.Optimizer}`` (or its
             serialized config / identifier, e.g. ``"adam"``).
@@ -33,7 +36,7 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
     >>> opt = kerasml.optimizers.ParameterGroupOptimizer(
     ...     {"metric": keras.optimizers.Adam(7e-5), "head": keras.optimizers.SGD(0.1)},
     ...     prefixes={"head": ["head/"]}, default_group="metric")
-    >>> sorted(opt.optimizers)
+    >>> sorted(opt.group_optimizers)
     ['head', 'metric']
     """
 
@@ -41,19 +44,28 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name, **kwargs)
         if not optimizers:
             raise ValueError("Invalid value for argument `optimizers`. Expected a non-empty dict. Received: {}")
-        self.optimizers = {group: keras.optimizers.get(opt) for group, opt in optimizers.items()}
-        for group, opt in self.optimizers.items():
+        self.group_optimizers = {group: keras.optimizers.get(opt) for group, opt in optimizers.items()}
+        for group, opt in self.group_optimizers.items():
             opt.name = f"{name}_{group}"
         self.prefixes = {group: list(p) for group, p in (prefixes or {}).items()}
-        unknown = sorted(set(self.prefixes) - set(self.optimizers))
+        unknown = sorted(set(self.prefixes) - set(self.group_optimizers))
         if unknown:
             raise ValueError(f"Invalid value for argument `prefixes`: groups {unknown} have no optimizer.")
-        self.default_group = default_group or next(iter(self.optimizers))
-        if self.default_group not in self.optimizers:
+        self.default_group = default_group or next(iter(self.group_optimizers))
+        if self.default_group not in self.group_optimizers:
             raise ValueError(
-                f"Invalid value for argument `default_group`. Expected one of {sorted(self.optimizers)}. "
+                f"Invalid value for argument `default_group`. Expected one of {sorted(self.group_optimizers)}. "
                 f"Received: default_group={self.default_group!r}"
             )
+
+    @property
+    def learning_rate(self):
+        """The learning rate of ``default_group`` (what logs and callbacks see)."""
+        return self.group_optimizers[self.default_group].learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.group_optimizers[self.default_group].learning_rate = value
 
     def group_of(self, variable):
         """The group name of ``variable`` (by its path)."""
@@ -64,7 +76,7 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
         return self.default_group
 
     def _split(self, grads, variables):
-        groups = {group: ([], []) for group in self.optimizers}
+        groups = {group: ([], []) for group in self.group_optimizers}
         for grad, variable in zip(grads, variables):
             group = groups[self.group_of(variable)]
             group[0].append(grad)
@@ -74,13 +86,13 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
     def build(self, variables):
         super().build(variables)
         for group, (_, group_variables) in self._split([None] * len(variables), variables).items():
-            self.optimizers[group].build(group_variables)
-            self.optimizers[group].built = True
+            self.group_optimizers[group].build(group_variables)
+            self.group_optimizers[group].built = True
 
     @property
     def variables(self):
         own = self._variables[:]
-        return own + [v for opt in self.optimizers.values() for v in opt.variables]
+        return own + [v for opt in self.group_optimizers.values() for v in opt.variables]
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
@@ -93,13 +105,13 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
                 self.built = True
         for group, (group_grads, group_variables) in self._split(list(grads), trainable_variables).items():
             if group_variables:
-                self.optimizers[group].apply(group_grads, group_variables)
+                self.group_optimizers[group].apply(group_grads, group_variables)
         self._iterations.assign_add(1)
 
     def get_config(self):
         return {
             "name": self.name,
-            "optimizers": {g: keras.optimizers.serialize(opt) for g, opt in self.optimizers.items()},
+            "optimizers": {g: keras.optimizers.serialize(opt) for g, opt in self.group_optimizers.items()},
             "prefixes": self.prefixes,
             "default_group": self.default_group,
         }

@@ -56,15 +56,19 @@ def rows(rng, b, d, norm=1.0):
     return (rng.normal(size=(b, d)) * norm / math.sqrt(d)).astype(np.float32)
 
 
-def check_gradient(loss_fn, ref_fn, x):
-    """Backend value and gradient of ``loss_fn`` at float32 ``x`` vs the reference's."""
+def check_gradient(loss_fn, ref_fn, x, min_grad=MIN_GRAD):
+    """Backend value and gradient of ``loss_fn`` at float32 ``x`` vs the reference's.
+
+    ``min_grad`` (well above GRAD_ATOL) is the largest reference gradient entry the
+    case must reach, so that a zero or tiny backend gradient cannot pass.
+    """
     x = np.asarray(x, dtype=np.float32)
     value, grad = value_and_grad(loss_fn, x)
     x64 = x.astype(np.float64)
     want_value = ref_fn(x64)
     want_grad = ref.numerical_gradient(ref_fn, x64, eps=FD_EPS)
     # The case must be informative: a zero (or tiny) gradient would pass vacuously.
-    assert np.abs(want_grad).max() > MIN_GRAD, "test case has a vanishing reference gradient"
+    assert np.abs(want_grad).max() > min_grad, "test case has a vanishing reference gradient"
     assert grad.shape == x.shape
     assert np.all(np.isfinite(grad))
     np.testing.assert_allclose(value, want_value, rtol=RTOL, atol=ATOL)
@@ -328,10 +332,12 @@ def test_triplet_structured_function_skips_invalid_rows(distance):
 
 
 @pytest.mark.parametrize("mining", ["all", "hard", "semihard", "structured"])
-@pytest.mark.parametrize("labels", [[2, 2, 2, 2, 2, 2], [0, 1, 2, 3, 4, 5]], ids=["one-class", "distinct"])
-def test_triplet_value_no_valid_triplet(labels, mining):
-    labels = np.array(labels)
-    x = points(np.random.default_rng(5), len(labels), 3)
+@pytest.mark.parametrize("distinct", [False, True], ids=["one-class", "distinct"])
+def test_triplet_value_no_valid_triplet(distinct, mining):
+    # Batch shapes shared with the gradient tests below (fewer JAX compilations).
+    b, d = (6, 3) if mining == "structured" else (8, 4)
+    labels = np.arange(b) if distinct else np.full(b, 2)
+    x = points(np.random.default_rng(5), b, d)
     assert ref.triplet(labels, x, 1.0, mining) == 0.0
     assert_value(losses.triplet_loss(labels, x, 1.0, mining), 0.0)
 
@@ -383,7 +389,7 @@ ANGULAR_IDS = ["default", "npair", "l2", "raw", "raw-npair-l2", "alpha36-npair-l
 
 
 @pytest.mark.parametrize("config", ANGULAR_CONFIGS, ids=ANGULAR_IDS)
-@pytest.mark.parametrize("n,d", NPAIR_SIZES)
+@pytest.mark.parametrize("n,d", [(2, 2), (8, 64), (4, 512)])
 def test_angular_value(n, d, config):
     rng = np.random.default_rng(600 + n * 7 + d)
     labels = npair_labels(rng, n, classes=n + 3)
@@ -396,7 +402,7 @@ def test_angular_value(n, d, config):
 
 @pytest.mark.parametrize("flat", [False, True], ids=["BMD", "flat"])
 @pytest.mark.parametrize("margin", [0.5, 2.0])
-@pytest.mark.parametrize("b,m,d", [(2, 3, 2), (2, 4, 4), (1, 2, 8), (5, 5, 64), (3, 4, 512), (6, 1, 8)])
+@pytest.mark.parametrize("b,m,d", [(2, 3, 2), (2, 4, 4), (5, 2, 64), (3, 4, 512), (6, 1, 8)])
 def test_divergence_value(b, m, d, margin, flat):
     rng = np.random.default_rng(700 + b * 7 + m * 3 + d)
     x = points(rng, b * m, d, spread=math.sqrt(margin)).reshape(b, m, d)
@@ -515,7 +521,11 @@ def test_npair_function_gradient():
     )
 
 
-@pytest.mark.parametrize("config", ANGULAR_CONFIGS, ids=ANGULAR_IDS)
+@pytest.mark.parametrize(
+    "config",
+    [ANGULAR_CONFIGS[0], ANGULAR_CONFIGS[1], ANGULAR_CONFIGS[4], ANGULAR_CONFIGS[5]],
+    ids=[ANGULAR_IDS[0], ANGULAR_IDS[1], ANGULAR_IDS[4], ANGULAR_IDS[5]],
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_angular_gradient(seed, config):
     n, d = 4, 4
@@ -563,14 +573,21 @@ def test_divergence_gradient(b, m, d, margin, flat):
     strict=False,
     reason=(
         "known float32 limitation: pairwise distances use |x|^2 + |y|^2 - 2 x.y, whose "
-        "rounding error (~sqrt(eps) * |x|) swamps the distance of near-duplicate embeddings; "
-        "TF/torch then see d = 0 and a zero gradient, JAX a distance ~5x too large"
+        "rounding error (~sqrt(eps) * |x|) swamps the distance of near-duplicate embeddings: "
+        "d = 1e-3 at |x| = 10 comes out as 0 (zero repulsive gradient) or ~3e-3 (gradient ~1/3 "
+        "of the true one) depending on the rounding"
     ),
 )
 def test_near_duplicate_negatives_match_reference():
-    # Two negatives 1e-3 apart at norm ~10 (and another such pair): the true contrastive
-    # loss is ~0.5 * (1 - 0.001)^2 per pair, with a repulsive gradient of size ~1.
-    x = np.array([[6.0, 8.0], [6.001, 8.0], [-8.0, 6.0], [-8.0, 6.001]], dtype=np.float32)
-    labels = np.array([0, 1, 2, 3])
+    # Four pairs of negatives, each 1e-3 apart at norm 10, the pairs far from each other:
+    # a near-duplicate negative pair costs ~0.5 * (1 - 0.001)^2 (before the mean) and is
+    # pushed apart by a gradient of size ~1 (divided by the number of negative pairs).
+    # [8, 4] like the gradient tests above (fewer JAX compilations).
+    x = np.zeros((8, 4), dtype=np.float32)
+    for k in range(4):
+        x[2 * k, k] = x[2 * k + 1, k] = 10.0
+        x[2 * k + 1, (k + 1) % 4] = 1e-3
+    labels = np.arange(8)
     loss = losses.ContrastiveLoss(margin=1.0)
-    check_gradient(lambda t: loss(labels, t), lambda z: ref.contrastive(labels, z, 1.0), x)
+    # Reference gradient entries are ~0.036 (= 2 * 0.999 / 56 negative pairs), 18x GRAD_ATOL.
+    check_gradient(lambda t: loss(labels, t), lambda z: ref.contrastive(labels, z, 1.0), x, min_grad=0.02)

@@ -1,0 +1,409 @@
+"""Run an experiment from a resolved spec: build, train, evaluate, write the run folder.
+
+``run(spec)`` is the one entry point behind ``kerasml run``; every choice it
+makes comes from the spec (see `kerasml.spec`). The run folder
+``<output_dir>/<name>-<timestamp>/`` holds::
+
+    spec.toml           the resolved spec (all defaults filled)
+    metrics.jsonl       one JSON record per log line and per evaluation
+    checkpoints/        last.keras (every epoch and evaluation), best.keras (by train.checkpoint_metric)
+    state.json          step, epoch, best metric: what `--resume` continues from
+    tensorboard/        TensorBoard logs (when TensorFlow is installed)
+    report.md           the final table; plots/*.png and the retrieval grid
+    data/               the store of a built-in dataset (so a resume reads only this folder)
+
+Training is Keras ``fit`` over "epochs" of ``L`` steps (one whole pass over
+the train stream), ``L`` the smallest of the sampler's plan length and
+``train.checkpoint_every``; the plan and the
+augmentation of epoch ``e`` depend only on the seed and ``e``, and
+``last.keras`` is written at each epoch end, so a resumed run replays exactly
+the steps an uninterrupted run takes.
+"""
+
+import datetime as _dt
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasml import data as kdata
+from kerasml import losses as klosses
+from kerasml.hdml import synthesis_layout
+from kerasml.models import HDMLModel, MetricModel, backbones
+from kerasml.spec import dump_spec, evaluation_steps
+
+CHECKPOINTS = "checkpoints"
+BUILTIN_SIZES = {"digits": 32, "procedural": 64}
+
+
+class ExperimentError(Exception):
+    """A known problem with a run (bad run folder, missing checkpoint...): exit 2 in the CLI."""
+
+
+# --------------------------------------------------------------------------- run folder
+def new_run_dir(spec):
+    """``<output_dir>/<name>-<YYYYmmdd-HHMMSS>`` (suffixed when it exists already)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(spec["experiment"]["output_dir"]) / f"{spec['experiment']['name']}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    path.mkdir(parents=True)
+    return path
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_state(run_dir):
+    """The run's ``state.json`` (step, epoch, best), or ``{}`` before the first checkpoint."""
+    path = Path(run_dir) / "state.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+# --------------------------------------------------------------------------- building
+def train_classes(store):
+    """The number of training classes (classes are indexed train first: 0..C-1)."""
+    return sum(1 for split in store.class_splits if split == "train")
+
+
+def sampler_for(loss):
+    """The sampler name whose batches the loss needs."""
+    try:
+        return synthesis_layout(loss)
+    except ValueError:
+        return "m_per_class"
+
+
+def open_data(spec, run_dir, console=None):
+    """The store of the spec: ``data.path``, or a built-in dataset ingested into the run folder."""
+    data = spec["data"]
+    if data.get("path"):
+        return kdata.open_store(data["path"])
+    name = data["builtin"]
+    out = Path(run_dir) / "data" / f"{name}.h5"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        classes = data.get("classes") if name == "procedural" else None
+        kdata.ingest(name, out=out, classes=classes, seed=spec["experiment"]["seed"], quiet=True, console=console)
+    return kdata.open_store(out)
+
+
+def normalization_for(spec):
+    """The data normalisation: the backbone's own preprocessing when ``data.normalization = "auto"``."""
+    value = spec["data"]["normalization"]
+    return spec["model"]["backbone"] if value == "auto" else value
+
+
+def build_streams(spec, store, epoch_steps=None):
+    """``(train stream, evaluation stream)`` of the spec.
+
+    ``epoch_steps`` caps the train stream's plan at that many batches per epoch.
+    """
+    data, train = spec["data"], spec["train"]
+    loss = klosses.get({"type": spec["loss"]["type"], **_loss_params(spec)})
+    size = data["image_size"]
+    normalization = normalization_for(spec)
+    augment = kdata.Augment(size, normalization=normalization, crop=data["crop"]) if data["augment"] else False
+    train_stream = kdata.TrainStream(
+        store,
+        sampler_for(loss),
+        batch_size=train["batch_size"],
+        image_size=size,
+        augment=augment,
+        normalization=normalization,
+        seed=spec["experiment"]["seed"],
+        sampler_options={"batches_per_epoch": epoch_steps} if epoch_steps else None,
+        workers=max(1, data["workers"]),
+        use_multiprocessing=data["use_multiprocessing"] and data["workers"] > 0,
+    )
+    eval_stream = kdata.EvalStream(
+        store,
+        spec["eval"]["split"],
+        batch_size=spec["eval"]["batch_size"],
+        image_size=size,
+        normalization=normalization,
+    )
+    return train_stream, eval_stream
+
+
+def _loss_params(spec):
+    return {k: v for k, v in spec["loss"].items() if k != "type"}
+
+
+def build_model(spec, store):
+    """The `HDMLModel` / `MetricModel` of the spec, compiled with its per-group schedules."""
+    model_spec, train = spec["model"], spec["train"]
+    size = spec["data"]["image_size"]
+    backbone = backbones.get(
+        model_spec["backbone"],
+        input_shape=(size, size, 3),
+        weights=model_spec["weights"] or None,
+        **model_spec.get("backbone_options", {}),
+    )
+    loss = klosses.get({"type": spec["loss"]["type"], **_loss_params(spec)})
+    common = dict(embedding_dim=model_spec["embedding_dim"], loss=loss, weight_decay=train["weight_decay"])
+    if model_spec["hdml"]:
+        model = HDMLModel(
+            backbone,
+            num_classes=train_classes(store),
+            alpha=model_spec["alpha"],
+            beta=model_spec["beta"],
+            soft_weight=model_spec["soft_weight"],
+            softmax_factor=model_spec["softmax_factor"],
+            block_size=model_spec["block_size"],
+            generator_units=model_spec["generator_units"],
+            synthetic_statistics=model_spec["synthetic_statistics"],
+            **common,
+        )
+    else:
+        model = MetricModel(backbone, **common)
+    rates = {
+        "metric": train["learning_rate"],
+        "generator": train["generator_learning_rate"],
+        "classifier": train["classifier_learning_rate"],
+    }
+    groups = ("metric", "generator", "classifier") if model_spec["hdml"] else ("metric",)
+    optimizers = {g: keras.optimizers.Adam(_schedule(rates[g], train), epsilon=1e-8) for g in groups}
+    model.compile(optimizer=optimizers)
+    return model
+
+
+def _schedule(rate, train):
+    steps = list(train["lr_decay_steps"])
+    if not steps:
+        return rate
+    values = [rate * train["lr_decay_factor"] ** i for i in range(len(steps) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(steps, values)
+
+
+# --------------------------------------------------------------------------- evaluation
+def embed(model, stream):
+    """Embeddings ``[N, D]`` and labels of an evaluation stream, in order."""
+    chunks, labels = [], []
+    for index in range(len(stream)):
+        x, y = stream[index]
+        chunks.append(np.asarray(keras.ops.convert_to_numpy(model(x, training=False))))
+        labels.append(y)
+    return np.concatenate(chunks), np.concatenate(labels)
+
+
+def evaluate_model(model, stream, spec):
+    """The spec's metrics on the evaluation stream (``recall@K``, ``nmi``, ``f1``...)."""
+    from kerasml.evaluation import evaluate
+
+    embeddings, labels = embed(model, stream)
+    return evaluate(
+        embeddings, labels, ks=spec["eval"]["ks"], metrics=spec["eval"]["metrics"], seed=spec["experiment"]["seed"]
+    )
+
+
+# --------------------------------------------------------------------------- callbacks
+class _EpochPlan(keras.callbacks.Callback):
+    """Point the train stream at the plan of the epoch Keras is starting."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.stream.set_epoch(epoch)
+
+
+class _Trainer(keras.callbacks.Callback):
+    """Step limit, non-finite guard, evaluations, ``best.keras``, ``last.keras`` and ``state.json``."""
+
+    def __init__(self, run, start_step):
+        super().__init__()
+        self.run = run
+        self.step = int(start_step)
+        self.failed = None
+        self.last_eval_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failed = f"non-finite loss ({float(loss)}) at step {self.step}"
+            self.model.stop_training = True
+            return
+        if self.step in self.run.eval_at:
+            self.run.evaluate(self.model, self.step)
+            self.last_eval_step = self.step
+        if self.step >= self.run.max_steps:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failed is None:
+            self.run.save_last(self.model, self.step, epoch + 1)
+
+
+class Run:
+    """One run folder and what happens in it; `run` drives it.
+
+    Args:
+        spec: the resolved spec (see `kerasml.spec`).
+        run_dir: the run folder (created by `new_run_dir`, or an existing one to resume).
+        console: a `rich.console.Console`.
+    """
+
+    def __init__(self, spec, run_dir, console):
+        from kerasml.reporting import MetricsLog
+
+        self.spec = spec
+        self.dir = Path(run_dir)
+        self.console = console
+        self.checkpoints = self.dir / CHECKPOINTS
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.max_steps = spec["train"]["max_steps"]
+        self.eval_at = set(evaluation_steps(spec))
+        self.metric = spec["train"]["checkpoint_metric"]
+        state = read_state(self.dir)
+        self.best = state.get("best")
+        self.best_step = state.get("best_step")
+        self.best_metrics = state.get("best_metrics")
+        self.log = MetricsLog(self.dir / "metrics.jsonl", truncate_after=state.get("step", 0))
+        self.reporter = None
+        self.eval_stream = None
+        self.last_metrics = None
+
+    def evaluate(self, model, step):
+        """Evaluate, log, report, and keep ``best.keras`` by the checkpoint metric."""
+        metrics = evaluate_model(model, self.eval_stream, self.spec)
+        self.last_metrics = metrics
+        self.log.write({"type": "eval", "step": step, "time": time.time(), **metrics})
+        value = metrics.get(self.metric)
+        if value is not None and (self.best is None or value > self.best):
+            self.best, self.best_step, self.best_metrics = float(value), step, metrics
+            _save_model(model, self.checkpoints / "best.keras")
+        if self.reporter is not None:
+            self.reporter.report_evaluation(step, metrics, self.metric, self.best)
+        return metrics
+
+    def save_last(self, model, step, epoch):
+        """``last.keras`` and ``state.json`` (written after the model, so a state never outruns its model)."""
+        _save_model(model, self.checkpoints / "last.keras")
+        state = {
+            "step": int(step),
+            "epoch": int(epoch),
+            "best": self.best,
+            "best_step": self.best_step,
+            "best_metrics": self.best_metrics,
+            "backend": keras.backend.backend(),
+        }
+        write_atomic(self.dir / "state.json", json.dumps(state, indent=2))
+
+
+def _save_model(model, path):
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- entry point
+def run(spec, run_dir=None, console=None):
+    """Train, evaluate and report one experiment; returns the run folder.
+
+    Args:
+        spec: a resolved spec (`kerasml.spec.load_spec`).
+        run_dir: an existing run folder to resume (its ``spec.toml`` must be
+            ``spec``), or ``None`` for a new one.
+        console: a `rich.console.Console`. Defaults to a new one.
+
+    Raises:
+        ExperimentError: for a run that stopped on a non-finite loss (the last
+            good checkpoint is kept) or a run folder that cannot be resumed.
+    """
+    from rich.console import Console
+
+    from kerasml.reporting import RichReporter, summary_table
+
+    console = console or Console()
+    resuming = run_dir is not None
+    if resuming:
+        run_dir = Path(run_dir)
+    else:
+        run_dir = new_run_dir(spec)
+        write_atomic(run_dir / "spec.toml", dump_spec(spec))
+    keras.utils.set_random_seed(spec["experiment"]["seed"])
+    console.print(f"run folder: {run_dir}", highlight=False)
+
+    store = open_data(spec, run_dir, console)
+    max_steps = spec["train"]["max_steps"]
+    train_stream, eval_stream = build_streams(spec, store)
+    # One Keras epoch is one whole pass over the stream (Keras then restarts its iterator, so
+    # epoch e reads batches 0..L-1 of plan e, whether or not the run was resumed).
+    epoch_steps = min(len(train_stream), max_steps, spec["train"]["checkpoint_every"])
+    if epoch_steps < len(train_stream):
+        train_stream, eval_stream = build_streams(spec, store, epoch_steps)
+    last = run_dir / CHECKPOINTS / "last.keras"
+    if resuming and last.exists():
+        model = keras.saving.load_model(last)
+        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        console.print(f"resuming from step {step} ({last})", highlight=False)
+    else:
+        model = build_model(spec, store)
+        step = 0
+    the_run = Run(spec, run_dir, console)
+    the_run.eval_stream = eval_stream
+    epochs = math.ceil(max_steps / epoch_steps)
+    trainer = _Trainer(the_run, step)
+    status = "finished"
+    if step < max_steps:
+        reporter = RichReporter(max_steps, spec["train"]["log_every"], the_run.log, console, start_step=step)
+        the_run.reporter = reporter
+        callbacks = [_EpochPlan(train_stream), trainer, reporter, *_tensorboard(run_dir)]
+        model.fit(
+            train_stream,
+            epochs=epochs,
+            initial_epoch=step // epoch_steps,
+            shuffle=False,  # the sampler's plan is the order; Keras' shuffle would draw from global state
+            callbacks=callbacks,
+            verbose=0,
+        )
+        if trainer.failed:
+            status = f"stopped: {trainer.failed}; kept the last good checkpoint"
+    final = the_run.last_metrics
+    if final is None or trainer.last_eval_step != trainer.step:
+        final = evaluate_model(model, eval_stream, spec) if not trainer.failed else (final or {})
+    _write_outputs(the_run, model, store, eval_stream, final, status)
+    rows = {"last": final}
+    if the_run.best_metrics:
+        rows[f"best (step {the_run.best_step})"] = the_run.best_metrics
+    console.print(summary_table(f"{spec['experiment']['name']}: {status}", rows))
+    if trainer.failed:
+        raise ExperimentError(f"training {status} (run folder: {run_dir})")
+    return run_dir
+
+
+def _tensorboard(run_dir):
+    try:  # Keras writes TensorBoard logs through tf.summary
+        import tensorboard  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / "tensorboard"), write_graph=False)]
+
+
+def _write_outputs(the_run, model, store, eval_stream, final, status):
+    from kerasml.reporting import plot_curves, retrieval_grid, write_report
+
+    spec = the_run.spec
+    write_report(
+        the_run.dir / "report.md", spec, final, the_run.best_metrics, the_run.best_step, the_run.metric, status
+    )
+    plot_curves(the_run.log.records(), the_run.dir / "plots")
+    if final:
+        embeddings, labels = embed(model, eval_stream)
+        images = store.read(eval_stream.rows)
+        grid = the_run.dir / "plots" / "retrieval.png"
+        retrieval_grid(grid, images, labels, embeddings, seed=spec["experiment"]["seed"])

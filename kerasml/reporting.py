@@ -1,0 +1,254 @@
+"""Training reports: the Rich console reporter, ``metrics.jsonl``, plots and ``report.md``."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+TERM_ORDER = ("loss", "J_m", "J_syn", "J_metric", "J_recon", "J_soft", "J_gen", "J_cls", "w")
+
+
+def _fmt(value):
+    if isinstance(value, str):
+        return value
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4f}"
+    return f"{value:.3e}"
+
+
+class MetricsLog:
+    """Appends one JSON record per line to ``metrics.jsonl`` (flushed at once).
+
+    Args:
+        path: the file.
+        truncate_after: on a resume, drop the records of steps after this one first.
+    """
+
+    def __init__(self, path, truncate_after=None):
+        self.path = Path(path)
+        if truncate_after is not None and self.path.exists():
+            kept = [r for r in self.records() if r.get("step", 0) <= truncate_after]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    def write(self, record):
+        """Append ``record`` (numbers made JSON-safe)."""
+        clean = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in record.items()}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(clean) + "\n")
+
+    def records(self):
+        """Every record so far."""
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+class RichReporter(keras.callbacks.Callback):
+    """Console progress of a run: a bar with steps/s and ETA, loss-term rows, evaluation tables.
+
+    On a terminal the bar is live; otherwise (CI logs, files) it prints plain lines.
+    Every ``log_every`` steps it prints the loss terms and appends them to the
+    `MetricsLog`. Plain ASCII box characters keep Windows consoles happy.
+
+    Args:
+        total_steps: the run's last step.
+        log_every: steps between loss rows.
+        metrics_log: a `MetricsLog`.
+        console: a `rich.console.Console`. Defaults to a new one.
+        start_step: the step a resumed run starts from.
+    """
+
+    def __init__(self, total_steps, log_every, metrics_log, console=None, start_step=0):
+        super().__init__()
+        self.total_steps = int(total_steps)
+        self.log_every = int(log_every)
+        self.metrics_log = metrics_log
+        self.console = console or Console()
+        self.step = int(start_step)
+        self._progress = None
+        self._task = None
+        self._started = None
+        self._header_printed = False
+
+    def on_train_begin(self, logs=None):
+        self._started = time.perf_counter()
+        self._start_step = self.step
+        if self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} steps/s"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.total_steps, completed=self.step, rate="-")
+
+    def rate(self):
+        """Steps per second since this process started training."""
+        elapsed = time.perf_counter() - (self._started or time.perf_counter())
+        return (self.step - self._start_step) / elapsed if elapsed > 0 else 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.step, rate=f"{self.rate():.2f}")
+        if self.step % self.log_every == 0 or self.step == self.total_steps:
+            terms = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+            self.metrics_log.write({"type": "train", "step": self.step, "time": time.time(), **terms})
+            self._print_terms(terms)
+
+    def _print_terms(self, terms):
+        names = [n for n in TERM_ORDER if n in terms] + sorted(set(terms) - set(TERM_ORDER))
+        if not self._header_printed:
+            header = "step".rjust(7) + "".join(n.rjust(11) for n in names) + "  steps/s"
+            self.console.print(header, highlight=False, soft_wrap=True)
+            self._header_printed = True
+        row = f"{self.step:>7}" + "".join(_fmt(terms[n]).rjust(11) for n in names) + f"  {self.rate():.2f}"
+        self.console.print(row, highlight=False, soft_wrap=True)
+
+    def report_evaluation(self, step, metrics, best_name=None, best_value=None):
+        """Print an evaluation table (called by the evaluation callback)."""
+        table = Table(title=f"evaluation at step {step}", show_edge=False)
+        for name in metrics:
+            table.add_column(name, justify="right")
+        table.add_row(*(_fmt(v) for v in metrics.values()))
+        self.console.print(table)
+        if best_name is not None:
+            self.console.print(f"best {best_name} so far: {_fmt(best_value)}", highlight=False)
+        self._header_printed = False
+
+    def on_train_end(self, logs=None):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def summary_table(title, rows):
+    """A Rich table of ``{label: {metric: value}}``."""
+    metrics = sorted({m for values in rows.values() for m in values}, key=_metric_order)
+    table = Table(title=title)
+    table.add_column("checkpoint")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for label, values in rows.items():
+        table.add_row(label, *(_fmt(values[m]) if m in values else "-" for m in metrics))
+    return table
+
+
+def _metric_order(name):
+    if name.startswith("recall@"):
+        return (0, int(name.split("@")[1]))
+    return (1, name)
+
+
+def write_report(path, spec, final, best, best_step, checkpoint_metric, status):
+    """``report.md``: the run's final and best metrics, and how the best was chosen."""
+    metrics = sorted(set(final) | set(best or {}), key=_metric_order)
+    lines = [
+        f"# {spec['experiment']['name']}",
+        "",
+        f"Status: {status}. Backend: {keras.backend.backend()}. Steps: {spec['train']['max_steps']}.",
+        f"Model: {spec['model']['backbone']}, embedding {spec['model']['embedding_dim']}, "
+        f"loss {spec['loss']['type']}, HDML {'on' if spec['model']['hdml'] else 'off'}.",
+        "",
+        "| checkpoint | " + " | ".join(metrics) + " |",
+        "| --- | " + " | ".join("---:" for _ in metrics) + " |",
+        "| last | " + " | ".join(_fmt(final[m]) if m in final else "-" for m in metrics) + " |",
+    ]
+    if best:
+        lines.append(f"| best (step {best_step}) | " + " | ".join(_fmt(best.get(m, math.nan)) for m in metrics) + " |")
+    lines += [
+        "",
+        f"`best` is the evaluation with the highest `{checkpoint_metric}` on the "
+        f"`{spec['eval']['split']}` split (`checkpoints/best.keras`); `last` is the final step "
+        "(`checkpoints/last.keras`). Plots are in `plots/`.",
+        "",
+    ]
+    Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
+def plot_curves(records, folder):
+    """``loss_terms.png`` (train terms over steps) and ``evaluation.png`` (metrics over evaluations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    train = [r for r in records if r.get("type") == "train"]
+    if train:
+        names = [n for n in TERM_ORDER if n in train[0] and n != "w"]
+        fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names)), sharex=True, squeeze=False)
+        steps = [r["step"] for r in train]
+        for ax, name in zip(axes[:, 0], names):
+            ax.plot(steps, [r.get(name, np.nan) for r in train])
+            ax.set_ylabel(name)
+        axes[-1, 0].set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(folder / "loss_terms.png", dpi=90)
+        plt.close(fig)
+        written.append(folder / "loss_terms.png")
+    evals = [r for r in records if r.get("type") == "eval"]
+    if evals:
+        names = sorted((k for k in evals[0] if k not in ("type", "step", "time")), key=_metric_order)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name in names:
+            ax.plot([r["step"] for r in evals], [r.get(name, np.nan) for r in evals], marker="o", label=name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "evaluation.png", dpi=90)
+        plt.close(fig)
+        written.append(folder / "evaluation.png")
+    return written
+
+
+def retrieval_grid(path, images, labels, embeddings, queries=6, k=5, seed=0):
+    """A PNG grid: each row a query and its ``k`` nearest neighbours (green: same class, red: not).
+
+    Args:
+        path: the PNG to write.
+        images: uint8 ``[N, H, W, 3]`` of the evaluated split, in embedding order.
+        labels: ``[N]``; embeddings: ``[N, D]`` (normalised here).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(z), size=min(queries, len(z)), replace=False)
+    fig, axes = plt.subplots(len(chosen), k + 1, figsize=(1.4 * (k + 1), 1.5 * len(chosen)), squeeze=False)
+    for row, q in enumerate(chosen):
+        distances = np.sum((z - z[q]) ** 2, axis=1)
+        distances[q] = np.inf
+        neighbours = np.argsort(distances, kind="stable")[:k]
+        for col, index in enumerate([q, *neighbours]):
+            ax = axes[row, col]
+            ax.imshow(images[index])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            colour = "black" if col == 0 else ("green" if labels[index] == labels[q] else "red")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(3)
+            if row == 0:
+                ax.set_title("query" if col == 0 else f"#{col}", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
