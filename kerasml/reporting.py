@@ -35,6 +35,7 @@ class MetricsLog:
         if truncate_after is not None and self.path.exists():
             kept = [r for r in self.records() if r.get("step", 0) <= truncate_after]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        self.path.touch()
 
     def write(self, record):
         """Append ``record`` (numbers made JSON-safe)."""

@@ -318,6 +318,19 @@ def test_keras_backend_path_equals_numpy_path(data):
     assert ev.map_at_r(x, y, backend="keras") == ev.map_at_r(x, y)
 
 
+def test_keras_backend_path_in_float64():
+    x, _ = load("random")
+    if BACKEND == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            with pytest.raises(ValueError, match=r"`dtype`.*float32.*jax_enable_x64.*backend='numpy'"):
+                ev.nearest_neighbors(x, 3, backend="keras", dtype="float64")
+            return
+    expected = ev.nearest_neighbors(x, len(x) - 1, dtype="float64")
+    np.testing.assert_array_equal(ev.nearest_neighbors(x, len(x) - 1, backend="keras", dtype="float64"), expected)
+
+
 def test_backend_tensors_are_accepted():
     x, y = random_data(seed=4)
     tx, ty = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y.astype("int32"))

@@ -143,3 +143,21 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     for key, value in expected[1].items():
         if key != "time":
             assert final[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    import keras
+
+    extra = ["train.learning_rate=1e30", "train.checkpoint_every=1", "train.max_steps=30", "train.eval_every=30"]
+    spec, overrides = _spec_file(tmp_path, name="diverge", extra=extra)
+    assert main(["run", str(spec), *_args(overrides)]) == 2
+    assert "non-finite loss" in capsys.readouterr().out
+    run = _only_run(tmp_path)
+    state = read_state(run)
+    assert 1 <= state["step"] < 30
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not any(r["type"] == "eval" for r in records)  # no evaluation after the failure
+    model = keras.saving.load_model(run / "checkpoints" / "last.keras")
+    for variable in model.weights:
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(variable))), variable.path
+    assert "stopped: non-finite loss" in (run / "report.md").read_text()

@@ -25,7 +25,7 @@ def _group_values(model):
     return groups
 
 
-class _Scaled(HDMLModel):
+class Scaled(HDMLModel):
     """An HDMLModel whose three objectives can be zeroed, to check gradient routing."""
 
     scales = {"metric": 1.0, "generator": 1.0, "classifier": 1.0}
@@ -38,15 +38,15 @@ class _Scaled(HDMLModel):
 def test_gradient_routing_each_group_learns_from_its_own_objective():
     rng = np.random.default_rng(0)
     x, y = digits_npair_batches(rng, steps=1, pairs=5)
-    template = _Scaled(
+    template = Scaled(
         tiny_backbone(), embedding_dim=6, num_classes=10, generator_units=16, alpha=700.0, beta=700.0, initial_mean=1e3
     )  # λ₀ ≈ w ≈ 0.5: every term active
     initial = template.get_weights()
 
     def one_step(**scales):
-        model = _Scaled.from_config(template.get_config())
+        model = Scaled.from_config(template.get_config())
         model.set_weights(initial)
-        model.scales = {**_Scaled.scales, **scales}
+        model.scales = {**Scaled.scales, **scales}
         model.compile(optimizer={g: keras.optimizers.SGD(0.05) for g in GROUPS})
         before = _group_values(model)
         model.fit(x, y, batch_size=len(y), epochs=1, shuffle=False, verbose=0)

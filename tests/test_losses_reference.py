@@ -266,6 +266,9 @@ def test_reference_lifted_npair_angular_divergence_by_hand():
 # (batch size, embedding width, number of classes)
 SIZES = [(4, 2, 3), (24, 8, 7), (16, 64, 4), (8, 512, 3)]
 SIZE_IDS = [f"B{b}-D{d}-C{c}" for b, d, c in SIZES]
+# Triplet modes compile many distinct ops on JAX: D = 64 is left to the structured mode.
+TRIPLET_SIZES = [size for size in SIZES if size[1] != 64]
+TRIPLET_SIZE_IDS = [f"B{b}-D{d}-C{c}" for b, d, c in TRIPLET_SIZES]
 
 
 @pytest.mark.parametrize("margin", [0.5, 1.0, 2.0])
@@ -292,7 +295,7 @@ def test_contrastive_value_degenerate_labels(labels):
 @pytest.mark.parametrize("distance", ["squared", "euclidean"])
 @pytest.mark.parametrize("mining", ["all", "hard", "semihard"])
 @pytest.mark.parametrize("margin", [0.5, 2.0])
-@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("size", TRIPLET_SIZES, ids=TRIPLET_SIZE_IDS)
 def test_triplet_value(size, margin, mining, distance):
     b, d, c = size
     rng = np.random.default_rng(200 + b * 7 + d)
@@ -305,7 +308,7 @@ def test_triplet_value(size, margin, mining, distance):
 
 
 @pytest.mark.parametrize("distance", ["squared", "euclidean"])
-@pytest.mark.parametrize("n,d", [(1, 2), (8, 8), (4, 64), (2, 512)])
+@pytest.mark.parametrize("n,d", [(1, 2), (8, 64), (2, 512)])
 def test_triplet_structured_value(n, d, distance):
     rng = np.random.default_rng(300 + n * 7 + d)
     labels = triplet_labels(rng, n, classes=3)
@@ -523,8 +526,8 @@ def test_npair_function_gradient():
 
 @pytest.mark.parametrize(
     "config",
-    [ANGULAR_CONFIGS[0], ANGULAR_CONFIGS[1], ANGULAR_CONFIGS[4], ANGULAR_CONFIGS[5]],
-    ids=[ANGULAR_IDS[0], ANGULAR_IDS[1], ANGULAR_IDS[4], ANGULAR_IDS[5]],
+    [ANGULAR_CONFIGS[0], ANGULAR_CONFIGS[4], ANGULAR_CONFIGS[5]],
+    ids=[ANGULAR_IDS[0], ANGULAR_IDS[4], ANGULAR_IDS[5]],
 )
 @pytest.mark.parametrize("seed", [0, 1])
 def test_angular_gradient(seed, config):
