@@ -21,6 +21,10 @@ MODULES = [
     "kerasml.losses.npair",
     "kerasml.losses.angular",
     "kerasml.losses.divergence",
+    "kerasml.layers.projector",
+    "kerasml.optimizers",
+    "kerasml.models.backbones",
+    "kerasml.spec",
 ]
 
 
