@@ -22,6 +22,16 @@ from pathlib import Path
 
 from kerasml.data.errors import ArchiveError
 
+# What a truncated or corrupt archive raises while it is read.
+_READ_ERRORS = (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError)
+
+
+def _unreadable(path, error):
+    return ArchiveError(
+        f"Could not read {path} ({type(error).__name__}: {error}). The file is truncated or "
+        "corrupt: download it again (`kerasml download` resumes and verifies it)."
+    )
+
 __all__ = ["ArchiveReader", "archive_kind", "as_file", "member_problem", "read_text", "safe_extract"]
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -193,13 +203,8 @@ class ArchiveReader:
                             names.append(name)
                             if keep(name):
                                 kept[name] = tf.extractfile(member).read()
-        except ArchiveError:
-            raise
-        except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
-            raise ArchiveError(
-                f"Could not read {self.path} ({type(error).__name__}: {error}). The file is truncated or "
-                "corrupt: download it again (`kerasml download` resumes and verifies it)."
-            ) from error
+        except _READ_ERRORS as error:
+            raise _unreadable(self.path, error) from error
         self._names = sorted(names)
         return self._names, kept
 
@@ -262,13 +267,8 @@ class ArchiveReader:
                             if name in remaining:
                                 remaining.discard(name)
                                 yield name, tf.extractfile(member).read()
-        except ArchiveError:
-            raise
-        except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
-            raise ArchiveError(
-                f"Could not read {self.path} ({type(error).__name__}: {error}). The file is truncated or "
-                "corrupt: download it again (`kerasml download` resumes and verifies it)."
-            ) from error
+        except _READ_ERRORS as error:
+            raise _unreadable(self.path, error) from error
 
 
 def _target_path(dest, name):
