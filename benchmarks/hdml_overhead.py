@@ -13,14 +13,12 @@ two ways with ``model.compile()`` (the default Adam per parameter group) and
   batch), two generator passes over the ``N + N²`` decoded rows, the projector on the
   ``N + N²`` synthetic features, ``J_syn``, the classifier and the three-group optimizer.
 
-==============  ==========================  =====  ============================================
-config          backbone                    B      N-pair batch
-==============  ==========================  =====  ============================================
-``googlenet``   ``backbones.get("googlenet",   32  16 pairs, labels ``[c_1..c_16, c_1..c_16]``
-                input_shape=(224, 224, 3))``       (decoded rows: 16 + 256)
-``small_cnn``   ``backbones.get("small_cnn",  128  64 pairs (decoded rows: 64 + 4096)
-                input_shape=(64, 64, 3))``
-==============  ==========================  =====  ============================================
+Configurations (``--configs``):
+
+- ``googlenet``: ``backbones.get("googlenet", input_shape=(224, 224, 3))`` (F = 1024), batch 32
+  = 16 N-pairs, labels ``[c_1..c_16, c_1..c_16]``; HDML decodes 16 + 256 rows.
+- ``small_cnn``: ``backbones.get("small_cnn", input_shape=(64, 64, 3))`` (F = 128), batch 128
+  = 64 N-pairs; HDML decodes 64 + 4096 rows.
 
 Inputs are random images (``N(0, 1)``, float32, channels last, fixed seed) and labels drawn
 from ``C = --num-classes`` (default 100) classes, ``min(warm-up + steps, 4)`` distinct batches
@@ -45,7 +43,8 @@ After the warm-up steps the RSS high-water mark is reset (Linux: ``5`` written t
 the timed steady-state steps, without one-off tracing / compilation memory. Where that reset is
 not possible the peak is the process lifetime's (``resource.getrusage(RUSAGE_SELF).ru_maxrss``
 on POSIX; ``psutil``'s ``peak_wset`` on Windows when psutil is installed; else n/a), and the
-note says so. Cells are ``peak MB (+increase over the baseline)``; the increase (optimizer
+note says so (the ``--json`` output also has ``lifetime_peak_mb``, warm-up included). Cells are
+``peak MB (+increase over the baseline)``; the increase (optimizer
 state, activations and gradients, allocator caches) is what HDML changes, the absolute peak
 also holds the runtime (TensorFlow alone is several hundred MB). The ratio column is
 ``increase ratio [absolute ratio]``.
@@ -67,14 +66,23 @@ and with the CPU-time ratio in the notes. ``--interleave`` adds one process per 
 config) that builds BOTH models and alternates their steps (plain, HDML, HDML, plain, ...):
 its time ratio (last column) does not suffer from load drift between processes, and is the one
 to trust on a shared machine (it reports no memory: the two models' peaks would mix there).
+``--repeats R`` runs every worker process R times (plain, HDML, plain, HDML, ...), pools the
+step times and takes the median of the memory figures, showing the range of the increases:
+TensorFlow's CPU peak is not reproducible from one process to the next (on the 2-core test
+machine the plain GoogLeNet model's increase came out at 2081, 2186, 2437, 2486 and 2509 MB in
+five identical processes; HDML's at 2474-2543 MB), so a single pair of processes can show a
+memory ratio of 0.95 or 1.19 that has nothing to do with HDML.
 ``--threads 1`` caps every backend at one thread (torch.set_num_threads, TF intra/inter-op
-threads, OMP_NUM_THREADS, XLA ``--xla_cpu_multi_thread_eigen=false``) and gives steadier
+threads, OMP_NUM_THREADS, XLA ``--xla_cpu_multi_thread_eigen=false``) and, on Linux, pins each
+worker to one CPU (XLA still runs fusions on several threads otherwise); it gives steadier
 numbers when other work shares the cores. On a 2-core CPU a GoogLeNet step at 224 px batch 32
-takes several seconds, and each of the 12 subprocesses pays its import, build and
-compilation, so the defaults are small (2 warm-up + 3 timed steps: ~10-15 min for everything).
-On a real machine run it longer for tighter numbers, e.g.::
+takes 4-20 s (TensorFlow fastest, JAX slowest; the first JAX step compiles for ~1 min), and
+each of the 12 subprocesses pays its import, build and compilation, so the defaults are small
+(2 warm-up + 3 timed steps): the default run took ~10 min on the 2-core machine under moderate
+load and ~14 min with a 1-minute load of 3-9; ``--interleave`` adds ~50 %. On a real machine
+run it longer for tighter numbers, e.g.::
 
-    python benchmarks/hdml_overhead.py --warmup 3 --steps 20
+    python benchmarks/hdml_overhead.py --warmup 3 --steps 20 --repeats 3 --interleave
 
 and on a GPU machine the same command measures GPU steps (Keras puts the model there).
 
@@ -82,7 +90,7 @@ Usage::
 
     python benchmarks/hdml_overhead.py [--backends tensorflow,torch,jax] [--configs googlenet,small_cnn]
         [--steps N] [--warmup N] [--threads N] [--json out.json] [--num-classes C]
-        [--models plain,hdml] [--generator-units U] [--interleave]
+        [--models plain,hdml] [--generator-units U] [--interleave] [--repeats R]
 
 ``--generator-units`` changes the HDML generator's hidden width (default 512, the model's
 default) to see how much of the overhead is the generator.
@@ -238,9 +246,19 @@ def _sync(backend):
 
 
 def _limit_threads(backend, threads):
-    """Cap the backend's CPU threads (before its runtime starts)."""
+    """Cap the backend's CPU threads (before its runtime starts).
+
+    Where the OS allows it (Linux), the process is also pinned to ``threads`` CPUs: XLA's CPU
+    runtime (JAX) keeps running fusions on its own thread pool even with Eigen's threading off,
+    and without the pin a JAX step used ~1.8 of 2 cores when the machine was idle and 1 when it
+    was not, which doubled or halved its wall time from one process to the next.
+    """
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            os.sched_setaffinity(0, cpus[:threads])
     if backend == "torch":
         import torch
 
@@ -258,6 +276,8 @@ def _limit_threads(backend, threads):
 
 def _backend_facts(backend):
     facts = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    if hasattr(os, "sched_getaffinity"):
+        facts["cpu_affinity"] = sorted(os.sched_getaffinity(0))
     if backend == "torch":
         import torch
 
@@ -301,7 +321,11 @@ def make_batches(config, count, num_classes, seed):
 
 
 def _step_stats(values_s):
-    ms = sorted(v * 1e3 for v in values_s)
+    return _stats_ms([v * 1e3 for v in values_s])
+
+
+def _stats_ms(values_ms):
+    ms = sorted(values_ms)
     return {
         "median_ms": statistics.median(ms),
         "min_ms": ms[0],
@@ -393,6 +417,7 @@ def worker(args):
     for step in range(total_steps):
         if step == args.warmup:
             memory["rss_after_warmup_mb"] = current_rss_mb()
+            memory["warmup_peak_mb"] = lifetime_peak_rss_mb()  # the reset below also resets ru_maxrss
             was_reset = reset_peak_rss()
             _device_memory(backend, "reset")
         elapsed, cpu_elapsed, logs = _train_step(backend, model, batches[step % len(batches)])
@@ -404,7 +429,8 @@ def worker(args):
         _progress(backend, config, kind, f"step {step + 1}/{total_steps}: {elapsed * 1e3:.0f} ms")
 
     memory["peak_mb"], memory["peak_how"] = peak_rss_mb(was_reset)
-    memory["lifetime_peak_mb"] = lifetime_peak_rss_mb()
+    lifetime = [v for v in (memory.get("warmup_peak_mb"), lifetime_peak_rss_mb()) if v is not None]
+    memory["lifetime_peak_mb"] = max(lifetime) if lifetime else None
     memory["device_peak_mb"], memory["device_peak_how"] = _device_memory(backend, "peak")
     if memory["peak_mb"] is not None and memory["rss_after_build_mb"] is not None:
         memory["increase_mb"] = memory["peak_mb"] - memory["rss_after_build_mb"]
@@ -550,6 +576,46 @@ def run_worker(backend, config, kind, args):
     }
 
 
+def _median_of(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def merge_repeats(runs):
+    """One result from the ``--repeats`` runs of a worker: pooled step times, median memory.
+
+    The first failed run, if any, stands for all. Times of every run are pooled (median, min,
+    max over all timed steps); each memory figure is the median over the runs, and
+    ``memory["increases_mb"]`` / ``memory["peaks_mb"]`` list the runs' own values.
+    """
+    failed = [run for run in runs if "error" in run]
+    if failed or len(runs) == 1:
+        return failed[0] if failed else runs[0]
+    merged = dict(runs[0])
+    merged["repeats"] = len(runs)
+    merged["runs"] = runs
+    merged["wall_s"] = sum(run["wall_s"] for run in runs)
+    merged["facts"] = {**runs[0]["facts"], "loadavg_end": runs[-1]["facts"].get("loadavg_end")}
+    merged["finite"] = all(run.get("finite", True) for run in runs)
+    timing = runs[0]["wall"].keys() if runs[0].get("model") == INTERLEAVED else [None]
+    for key in ("wall", "cpu"):
+        if None in timing:
+            merged[key] = _stats_ms([t for run in runs for t in run[key]["times_ms"]])
+        else:
+            merged[key] = {k: _stats_ms([t for run in runs for t in run[key][k]["times_ms"]]) for k in timing}
+    if "memory" in runs[0]:
+        memory = {}
+        for name, value in runs[0]["memory"].items():
+            if isinstance(value, (int, float)) or value is None:
+                memory[name] = _median_of(run["memory"].get(name) for run in runs)
+            else:
+                memory[name] = value
+        memory["peaks_mb"] = [run["memory"]["peak_mb"] for run in runs]
+        memory["increases_mb"] = [run["memory"].get("increase_mb") for run in runs]
+        merged["memory"] = memory
+    return merged
+
+
 def _ratio(numerator, denominator):
     if numerator is None or denominator is None or denominator <= 0:
         return None
@@ -600,7 +666,12 @@ def _memory_cell(result):
     if memory["peak_mb"] is None:
         return "n/a"
     increase = memory.get("increase_mb")
-    return f"{memory['peak_mb']:.0f}" + ("" if increase is None else f" (+{increase:.0f})")
+    cell = f"{memory['peak_mb']:.0f}"
+    if increase is not None:
+        spread = [v for v in memory.get("increases_mb", []) if v is not None]
+        spread = f", {min(spread):.0f}-{max(spread):.0f}" if len(spread) > 1 else ""
+        cell += f" (+{increase:.0f}{spread})"
+    return cell
 
 
 def _device_cell(result):
@@ -657,8 +728,10 @@ def report(machine, results, args):
     device = any(r["memory"]["device_peak_mb"] is not None for r in measured)
     title = (
         f"HDML vs plain N-pair model, train_on_batch, embedding {EMBEDDING_DIM}, C={args.num_classes}, "
-        f"generator_units={args.generator_units}; {args.warmup} warm-up + {args.steps} timed steps; "
-        "ms/step: median (min-max); peak MB (+increase over the RSS after build)"
+        f"generator_units={args.generator_units}; {args.warmup} warm-up + {args.steps} timed steps"
+        + (f" x {args.repeats} processes each; " if args.repeats > 1 else "; ")
+        + "ms/step: median (min-max); peak MB (+increase over the RSS after build"
+        + (", median of the processes, their range)" if args.repeats > 1 else ")")
     )
     try:
         from rich.console import Console
@@ -681,7 +754,7 @@ def report(machine, results, args):
                 row.get("memory_ratio"),
             )
         return rows
-    console = Console(width=None if sys.stdout.isatty() else 180)
+    console = Console(width=None if sys.stdout.isatty() else 220)
     console.print("[bold]Machine[/bold]")
     for line in _machine_lines(machine, results):
         console.print("  " + escape(line), highlight=False)
@@ -787,6 +860,13 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation; default 2)")
     parser.add_argument("--num-classes", type=int, default=100, help="training classes C (default 100)")
     parser.add_argument("--generator-units", type=int, default=512, help="HDML generator width (default 512)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run every worker process this many times, alternating plain and HDML; times are pooled, "
+        "memory figures are medians over the processes (default 1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write all results (raw times included) to this file")
     parser.add_argument(
@@ -794,7 +874,8 @@ def parse_args(argv=None):
         type=int,
         default=0,
         help="cap CPU threads of every backend (torch.set_num_threads, TF intra/inter-op, OMP_NUM_THREADS; "
-        "for jax only 1 is honoured, via --xla_cpu_multi_thread_eigen=false). Default 0: library defaults",
+        "for jax --xla_cpu_multi_thread_eigen=false when 1) and pin each worker to that many CPUs where the OS "
+        "allows (Linux). Default 0: library defaults",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per worker subprocess")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
@@ -814,8 +895,8 @@ def parse_args(argv=None):
     )
     if unknown:
         parser.error(f"unknown value(s) {unknown}; backends: {BACKENDS}; configs: {list(CONFIGS)}; models: {MODELS}")
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+        parser.error("--steps and --repeats must be >= 1, --warmup >= 0")
     return args
 
 
@@ -836,10 +917,13 @@ def main(argv=None):
     results = {}
     for backend in args.backends:
         for config in args.configs:
-            for kind in args.models:
-                results[(backend, config, kind)] = run_worker(backend, config, kind, args)
-            if args.interleave:
-                results[(backend, config, INTERLEAVED)] = run_worker(backend, config, INTERLEAVED, args)
+            kinds = [*args.models, INTERLEAVED] if args.interleave else list(args.models)
+            runs = {kind: [] for kind in kinds}
+            for _ in range(args.repeats):  # plain, hdml, plain, hdml...: load drift hits both alike
+                for kind in kinds:
+                    runs[kind].append(run_worker(backend, config, kind, args))
+            for kind in kinds:
+                results[(backend, config, kind)] = merge_repeats(runs[kind])
     machine["total_wall_s"] = time.perf_counter() - started
     print(f"total {machine['total_wall_s']:.0f} s", file=sys.stderr)
     rows = report(machine, results, args)
