@@ -32,6 +32,7 @@ def _unreadable(path, error):
         "corrupt: download it again (`kerasml download` resumes and verifies it)."
     )
 
+
 __all__ = ["ArchiveReader", "archive_kind", "as_file", "member_problem", "read_text", "safe_extract"]
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
