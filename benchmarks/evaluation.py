@@ -45,53 +45,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
+import _harness as harness
 import numpy as np
 
-MARKER = "RESULT "
 METHODS = ("kerasml", "kerasml-knn", "faiss", "kerasml-keras")
 DEFAULT_METHODS = ("kerasml", "kerasml-knn", "faiss")
 TIME_TARGET = 1.5
 MEMORY_TARGET_MB = 2048
-
-
-# --------------------------------------------------------------------------------------------
-# Memory probes
-# --------------------------------------------------------------------------------------------
-
-
-def _proc_status(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024  # kB -> MB
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _lifetime_peak_mb():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,16 +104,16 @@ def worker(args):
     y = np.load(Path(args.data) / "y.npy")
     ks = tuple(int(k) for k in args.ks.split(","))
     run = _run_method(args.worker, x, y, ks, args.chunk_size)  # imports happen here, outside the timing
-    loadavg_start = os.getloadavg()
-    baseline = _proc_status("VmRSS")
-    was_reset = _reset_peak_rss()
+    loadavg_start = harness.loadavg()
+    baseline = harness.current_rss_mb()
+    was_reset = harness.reset_peak_rss()
     tracemalloc.start()
     t0, c0 = time.perf_counter(), time.process_time()
     recall = run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    peak = _proc_status("VmHWM") if was_reset else _lifetime_peak_mb()
+    peak, _ = harness.peak_rss_mb(was_reset)
     result = {
         "method": args.worker,
         "wall_s": wall,
@@ -158,10 +124,10 @@ def worker(args):
         "tracemalloc_peak_mb": traced_peak / 2**20,
         "recall": recall,
         "loadavg_start": loadavg_start,
-        "loadavg_end": os.getloadavg(),
+        "loadavg_end": harness.loadavg(),
         "blas": _blas_facts(),
     }
-    print(MARKER + json.dumps(result), flush=True)
+    harness.emit(result)
 
 
 def _blas_facts():
@@ -181,21 +147,8 @@ def _blas_facts():
 
 
 def _machine_facts():
-    facts = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "numpy": np.__version__,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        facts["cpu_model"] = names[0] if names else platform.processor()
-        with open("/proc/meminfo") as f:
-            facts["mem_total_gb"] = round(int(f.readline().split()[1]) / 2**20, 1)
-    except OSError:
-        facts["cpu_model"] = platform.processor()
+    facts = harness.machine_facts(("numpy", "keras", "threadpoolctl", "rich"))
+    facts["numpy"] = np.__version__
     try:
         import faiss
 
@@ -207,21 +160,17 @@ def _machine_facts():
 
 
 def _run_worker(method, data_dir, args, console):
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = args.keras_backend if method == "kerasml-keras" else "numpy"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.threads)
+    backend = args.keras_backend if method == "kerasml-keras" else "numpy"
     cmd = [sys.executable, __file__, "--worker", method, "--data", str(data_dir), "--ks", args.ks]
     if args.chunk_size:
         cmd += ["--chunk-size", str(args.chunk_size)]
     console.print(f"[dim]running {method} ...[/dim]")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER) :])
-    console.print(f"[red]{method} failed (exit {proc.returncode})[/red]\n{proc.stderr[-3000:]}")
+    result = harness.run_worker(cmd, harness.worker_env(backend, threads=args.threads or 0), elapsed_key="worker_s")
+    if "error" not in result:
+        return result
+    console.print(
+        f"[red]{method} failed: {harness.escape(result['error'])}[/red]\n{harness.escape(result['stderr_tail'])}"
+    )
     return None
 
 
@@ -276,12 +225,8 @@ def report(results, machine, args, console):
             f"{r['loadavg_start'][0]:.2f} / {r['loadavg_end'][0]:.2f}",
         )
     console.print(table)
-    console.print(
-        f"CPU: {machine.get('cpu_model')}; os.cpu_count()={machine['cpu_count']}, usable={machine['cpus_usable']}; "
-        f"RAM {machine.get('mem_total_gb')} GB; Python {machine['python']}; NumPy {machine['numpy']}; "
-        f"faiss {machine['faiss']}; {machine['platform']}"
-    )
-    console.print(f"Load average before the runs (1/5/15 min): {', '.join(f'{v:.2f}' for v in machine['loadavg'])}")
+    harness.print_lines(console, [harness.escape(line) for line in harness.machine_lines(machine)], indent="")
+    console.print(f"faiss {machine['faiss']}", highlight=False)
     console.print(f"BLAS: {_blas_line(machine)}")
     console.print(
         f"Targets: kerasml wall time <= {TIME_TARGET} x faiss, peak RSS < {MEMORY_TARGET_MB} MB (peak scope: "
@@ -311,9 +256,7 @@ def main(argv=None):
     if args.worker:
         return worker(args)
 
-    from rich.console import Console
-
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = harness.console(150)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -328,7 +271,6 @@ def main(argv=None):
             console.print("[yellow]faiss is not installed: skipping it (pip install faiss-cpu)[/yellow]")
             methods.remove("faiss")
     machine = _machine_facts()
-    machine["loadavg"] = os.getloadavg()
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((args.n, args.dim), dtype=np.float32)
     y = rng.permutation(np.arange(args.n) % args.classes)

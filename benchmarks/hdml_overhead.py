@@ -6,9 +6,9 @@ For every backend (TensorFlow, PyTorch, JAX) and configuration, the same backbon
 two ways with ``model.compile()`` (the default Adam per parameter group) and
 ``model.train_on_batch(x, labels)`` (Keras' own training step, as ``fit`` runs it):
 
-- **plain**: ``MetricModel(backbone, embedding_dim=128, loss=NPairLoss())`` (= ``HDMLModel(...,
-  hdml=False)``): backbone -> projector -> ``z``, loss ``J_m``;
-- **HDML**: ``HDMLModel(backbone, embedding_dim=128, loss=NPairLoss(), num_classes=C, hdml=True)``:
+- **plain**: ``kerasml.models.MetricModel(backbone, embedding_dim=128, loss=NPairLoss())``:
+  backbone -> projector -> ``z``, loss ``J_m``;
+- **HDML**: ``kerasml.hdml.HDMLModel(backbone, embedding_dim=128, loss=NPairLoss(), num_classes=C)``:
   the same, plus the hardness-aware augmentation (the ``N²`` pulled negatives of an N-pair
   batch), two generator passes over the ``N + N²`` decoded rows, the projector on the
   ``N + N²`` synthetic features, ``J_syn``, the classifier and the three-group optimizer.
@@ -78,9 +78,10 @@ worker to one CPU (XLA still runs fusions on several threads otherwise); it give
 numbers when other work shares the cores. On a 2-core CPU a GoogLeNet step at 224 px batch 32
 takes 4-20 s (TensorFlow fastest, JAX slowest; the first JAX step compiles for ~1 min), and
 each of the 12 subprocesses pays its import, build and compilation, so the defaults are small
-(2 warm-up + 3 timed steps): the default run took ~10 min on the 2-core machine under moderate
-load and ~14 min with a 1-minute load of 3-9; ``--interleave`` adds ~50 %. On a real machine
-run it longer for tighter numbers, e.g.::
+(2 warm-up + 3 timed steps): with ``--threads 1`` the default run took ~8 min on the idle
+2-core machine and ~14 min with a 1-minute load of 3-9; ``--interleave`` adds ~90 % (each
+interleaved process builds, compiles and steps both models). On a real machine run it longer
+for tighter numbers, e.g.::
 
     python benchmarks/hdml_overhead.py --warmup 3 --steps 20 --repeats 3 --interleave
 
@@ -99,24 +100,18 @@ default) to see how much of the overhead is the generator.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ("tensorflow", "torch", "jax")
-BACKEND_SHORT = {"tensorflow": "tf", "torch": "torch", "jax": "jax"}
+import _harness as harness
+from _harness import BACKEND_SHORT, BACKENDS, MB, ratio
+
 MODELS = ("plain", "hdml")
 INTERLEAVED = "interleaved"  # the optional worker that alternates both models' steps (time only)
-MARKER = "@@KERASML_BENCH_JSON@@"
 EMBEDDING_DIM = 128
 CONFIGS = {
     "googlenet": {"backbone": "googlenet", "input_shape": (224, 224, 3), "batch": 32, "label": "GoogLeNet 224px B=32"},
@@ -126,73 +121,9 @@ TARGET_CONFIGS = {"googlenet"}
 TIME_TARGET = 1.15
 MEMORY_TARGET = 1.10
 MAX_DISTINCT_BATCHES = 4
-MB = 2**20
 
 
 # ---------------------------------------------------------------- memory ---
-
-
-def _proc_status():
-    """``/proc/self/status`` memory lines in kB (Linux), else ``{}``."""
-    try:
-        with open("/proc/self/status") as f:
-            lines = [line.split(":", 1) for line in f if line.startswith("Vm")]
-        return {key: int(value.split()[0]) for key, value in lines}
-    except (OSError, ValueError, IndexError):
-        return {}
-
-
-def _psutil_memory():
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.Process().memory_info()
-
-
-def current_rss_mb():
-    """Resident set size now, in MB (``/proc``, else psutil, else None)."""
-    status = _proc_status()
-    if "VmRSS" in status:
-        return status["VmRSS"] / 1024
-    info = _psutil_memory()
-    return None if info is None else info.rss / MB
-
-
-def lifetime_peak_rss_mb():
-    """The process's RSS high-water mark in MB: ``ru_maxrss`` (POSIX), psutil's ``peak_wset``, or None."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        info = _psutil_memory()
-        peak = getattr(info, "peak_wset", None)
-        return None if peak is None else peak / MB
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value / MB if sys.platform == "darwin" else value / 1024  # bytes on macOS, kB elsewhere
-
-
-def reset_peak_rss():
-    """Reset the RSS high-water mark (Linux >= 4.0); True when ``VmHWM`` now reads the current RSS."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    status = _proc_status()
-    return "VmHWM" in status and "VmRSS" in status and status["VmHWM"] <= status["VmRSS"] + 4096
-
-
-def peak_rss_mb(was_reset):
-    """``(peak MB, how it was measured)`` for the steps since `reset_peak_rss` (or the lifetime)."""
-    if was_reset:
-        status = _proc_status()
-        if "VmHWM" in status:
-            return status["VmHWM"] / 1024, "VmHWM since reset after warm-up"
-    peak = lifetime_peak_rss_mb()
-    if peak is None:
-        return None, "n/a (no resource module, no psutil)"
-    how = "ru_maxrss" if sys.platform != "win32" else "psutil peak_wset"
-    return peak, f"{how} over the process lifetime (compilation included)"
 
 
 def _device_memory(backend, action):
@@ -245,60 +176,8 @@ def _sync(backend):
 # ---------------------------------------------------------------- worker ---
 
 
-def _limit_threads(backend, threads):
-    """Cap the backend's CPU threads (before its runtime starts).
-
-    Where the OS allows it (Linux), the process is also pinned to ``threads`` CPUs: XLA's CPU
-    runtime (JAX) keeps running fusions on its own thread pool even with Eigen's threading off,
-    and without the pin a JAX step used ~1.8 of 2 cores when the machine was idle and 1 when it
-    was not, which doubled or halved its wall time from one process to the next.
-    """
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    if hasattr(os, "sched_setaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        if threads < len(cpus):
-            os.sched_setaffinity(0, cpus[:threads])
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(threads)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    elif backend == "jax" and threads == 1:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-
-
-def _backend_facts(backend):
-    facts = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
-    if hasattr(os, "sched_getaffinity"):
-        facts["cpu_affinity"] = sorted(os.sched_getaffinity(0))
-    if backend == "torch":
-        import torch
-
-        facts.update(torch_threads=torch.get_num_threads(), cuda=torch.cuda.is_available())
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        facts.update(
-            tf_intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads() or "auto",
-            tf_inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads() or "auto",
-            gpus=len(tf.config.list_physical_devices("GPU")),
-        )
-    elif backend == "jax":
-        import jax
-
-        facts.update(jax_devices=[str(d) for d in jax.devices()], XLA_FLAGS=os.environ.get("XLA_FLAGS"))
-    return facts
-
-
 def _progress(backend, config, model, message):
-    print(f"[bench {BACKEND_SHORT[backend]} {config} {model}] {message}", file=sys.stderr, flush=True)
+    harness.progress(f"{BACKEND_SHORT[backend]} {config} {model}", message)
 
 
 def make_batches(config, count, num_classes, seed):
@@ -321,19 +200,7 @@ def make_batches(config, count, num_classes, seed):
 
 
 def _step_stats(values_s):
-    return _stats_ms([v * 1e3 for v in values_s])
-
-
-def _stats_ms(values_ms):
-    ms = sorted(values_ms)
-    return {
-        "median_ms": statistics.median(ms),
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "mean_ms": statistics.fmean(ms),
-        "runs": len(ms),
-        "times_ms": [round(v, 3) for v in ms],
-    }
+    return harness.stats_ms([v * 1e3 for v in values_s])
 
 
 def _build_model(kind, config, args):
@@ -341,7 +208,12 @@ def _build_model(kind, config, args):
     import keras
 
     import kerasml
-    from kerasml.models import HDMLModel, MetricModel, backbones
+    from kerasml.models import MetricModel, backbones
+
+    try:
+        from kerasml.hdml import HDMLModel
+    except ImportError:  # a kerasml from before HDML had its own package
+        from kerasml.models import HDMLModel
 
     spec = CONFIGS[config]
     keras.utils.set_random_seed(args.seed)
@@ -353,7 +225,6 @@ def _build_model(kind, config, args):
             embedding_dim=EMBEDDING_DIM,
             loss=loss,
             num_classes=args.num_classes,
-            hdml=True,
             generator_units=args.generator_units,
         )
     else:
@@ -373,32 +244,24 @@ def _train_step(backend, model, batch):
 
 def _start_worker(args):
     backend = args.worker
-    os.environ["KERAS_BACKEND"] = backend
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    if args.threads:
-        _limit_threads(backend, args.threads)
-    import keras
-
-    if keras.backend.backend() != backend:
-        raise RuntimeError(f"KERAS_BACKEND={backend} but Keras runs {keras.backend.backend()}")
-    result = {"backend": backend, "config": args.config, "model": args.model, "facts": _backend_facts(backend)}
-    result["facts"]["loadavg_start"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    harness.start_worker(backend, args.threads, pin=True)
+    result = {"backend": backend, "config": args.config, "model": args.model, "facts": harness.backend_facts(backend)}
+    result["facts"]["loadavg_start"] = harness.loadavg()
     return result
 
 
 def _finish_worker(result, logs):
     result["logs"] = {k: float(v) for k, v in logs.items()}
     result["finite"] = all(math.isfinite(v) for v in result["logs"].values())
-    result["facts"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(MARKER + json.dumps(result), flush=True)
+    result["facts"]["loadavg_end"] = harness.loadavg()
+    harness.emit(result)
 
 
 def worker(args):
     """Build one model, time its training steps and its peak memory; print JSON (with ``MARKER``)."""
     backend, config, kind = args.worker, args.config, args.model
     result = _start_worker(args)
-    memory = {"rss_after_import_mb": current_rss_mb()}
+    memory = {"rss_after_import_mb": harness.current_rss_mb()}
 
     started = time.perf_counter()
     model = _build_model(kind, config, args)
@@ -408,17 +271,17 @@ def worker(args):
     result["parameters"] = int(sum(math.prod(v.shape) for v in model.weights))
     result["trainable_parameters"] = int(sum(math.prod(v.shape) for v in model.trainable_weights))
     result["jit_compile"] = model.jit_compile
-    memory["rss_after_build_mb"] = current_rss_mb()
-    memory["lifetime_peak_after_build_mb"] = lifetime_peak_rss_mb()
+    memory["rss_after_build_mb"] = harness.current_rss_mb()
+    memory["lifetime_peak_after_build_mb"] = harness.lifetime_peak_rss_mb()
     _progress(backend, config, kind, f"built in {result['build_s']:.1f} s, {result['parameters']:,} weights")
 
     warmup_s, wall, cpu, logs = [], [], [], {}
     was_reset = False
     for step in range(total_steps):
         if step == args.warmup:
-            memory["rss_after_warmup_mb"] = current_rss_mb()
-            memory["warmup_peak_mb"] = lifetime_peak_rss_mb()  # the reset below also resets ru_maxrss
-            was_reset = reset_peak_rss()
+            memory["rss_after_warmup_mb"] = harness.current_rss_mb()
+            memory["warmup_peak_mb"] = harness.lifetime_peak_rss_mb()  # the reset below also resets ru_maxrss
+            was_reset = harness.reset_peak_rss()
             _device_memory(backend, "reset")
         elapsed, cpu_elapsed, logs = _train_step(backend, model, batches[step % len(batches)])
         if step < args.warmup:
@@ -428,8 +291,9 @@ def worker(args):
             cpu.append(cpu_elapsed)
         _progress(backend, config, kind, f"step {step + 1}/{total_steps}: {elapsed * 1e3:.0f} ms")
 
-    memory["peak_mb"], memory["peak_how"] = peak_rss_mb(was_reset)
-    lifetime = [v for v in (memory.get("warmup_peak_mb"), lifetime_peak_rss_mb()) if v is not None]
+    memory["peak_mb"], how = harness.peak_rss_mb(was_reset)
+    memory["peak_how"] = f"{how} after warm-up" if was_reset else f"{how} (compilation included)"
+    lifetime = [v for v in (memory.get("warmup_peak_mb"), harness.lifetime_peak_rss_mb()) if v is not None]
     memory["lifetime_peak_mb"] = max(lifetime) if lifetime else None
     memory["device_peak_mb"], memory["device_peak_how"] = _device_memory(backend, "peak")
     if memory["peak_mb"] is not None and memory["rss_after_build_mb"] is not None:
@@ -474,45 +338,8 @@ def interleaved_worker(args):
 # ---------------------------------------------------------------- parent ---
 
 
-def _machine_facts():
-    facts = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-    try:
-        with open("/proc/meminfo") as f:
-            mem = dict(line.split(":", 1) for line in f)
-        facts["mem_total_gb"] = round(int(mem["MemTotal"].split()[0]) / 2**20, 1)
-        facts["mem_available_gb"] = round(int(mem["MemAvailable"].split()[0]) / 2**20, 1)
-    except (OSError, KeyError, ValueError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            facts["cpu_model"] = names[0]
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("keras", "tensorflow", "torch", "jax", "jaxlib", "numpy", "rich", "psutil"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    facts["versions"] = versions
-    return facts
-
-
 def run_worker(backend, config, kind, args):
     """One subprocess for one (backend, config, model); returns its JSON or an error dict."""
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = backend
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -535,45 +362,8 @@ def run_worker(backend, config, kind, args):
         "--threads",
         str(args.threads),
     ]
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout_lines, stderr_tail = [], []
-
-    def pump_stderr():
-        for line in proc.stderr:
-            if line.startswith("[bench"):
-                print(line, end="", file=sys.stderr, flush=True)
-            else:
-                stderr_tail.append(line)
-                del stderr_tail[:-40]
-
-    def pump_stdout():
-        stdout_lines.extend(proc.stdout)
-
-    pumps = [threading.Thread(target=pump_stderr, daemon=True), threading.Thread(target=pump_stdout, daemon=True)]
-    for pump in pumps:
-        pump.start()
-    try:
-        proc.wait(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for pump in pumps:
-        pump.join(timeout=5)
-    elapsed = time.perf_counter() - started
-    for line in stdout_lines:
-        if line.startswith(MARKER):
-            result = json.loads(line[len(MARKER) :])
-            result["wall_s"] = elapsed
-            return result
-    return {
-        "backend": backend,
-        "config": config,
-        "model": kind,
-        "error": f"worker exited with {proc.returncode} after {elapsed:.0f} s without results",
-        "stderr_tail": "".join(stderr_tail[-15:]),
-        "wall_s": elapsed,
-    }
+    result = harness.run_worker(command, harness.worker_env(backend), timeout=args.timeout)
+    return {"backend": backend, "config": config, "model": kind, **result} if "error" in result else result
 
 
 def _median_of(values):
@@ -600,9 +390,9 @@ def merge_repeats(runs):
     timing = runs[0]["wall"].keys() if runs[0].get("model") == INTERLEAVED else [None]
     for key in ("wall", "cpu"):
         if None in timing:
-            merged[key] = _stats_ms([t for run in runs for t in run[key]["times_ms"]])
+            merged[key] = harness.stats_ms([t for run in runs for t in run[key]["times_ms"]])
         else:
-            merged[key] = {k: _stats_ms([t for run in runs for t in run[key][k]["times_ms"]]) for k in timing}
+            merged[key] = {k: harness.stats_ms([t for run in runs for t in run[key][k]["times_ms"]]) for k in timing}
     if "memory" in runs[0]:
         memory = {}
         for name, value in runs[0]["memory"].items():
@@ -616,12 +406,6 @@ def merge_repeats(runs):
     return merged
 
 
-def _ratio(numerator, denominator):
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return numerator / denominator
-
-
 def build_rows(results, args):
     """One row per (backend, config): both models' numbers and the HDML / plain ratios."""
     rows = []
@@ -632,18 +416,18 @@ def build_rows(results, args):
             ok = {k: r for k, r in pair.items() if r is not None and "error" not in r}
             if len(ok) == 2:
                 plain, hdml = ok["plain"], ok["hdml"]
-                row["time_ratio"] = _ratio(hdml["wall"]["median_ms"], plain["wall"]["median_ms"])
-                row["time_ratio_min"] = _ratio(hdml["wall"]["min_ms"], plain["wall"]["min_ms"])
-                row["cpu_ratio"] = _ratio(hdml["cpu"]["median_ms"], plain["cpu"]["median_ms"])
-                row["memory_ratio"] = _ratio(hdml["memory"].get("increase_mb"), plain["memory"].get("increase_mb"))
-                row["memory_ratio_abs"] = _ratio(hdml["memory"]["peak_mb"], plain["memory"]["peak_mb"])
-                row["device_ratio"] = _ratio(hdml["memory"]["device_peak_mb"], plain["memory"]["device_peak_mb"])
+                row["time_ratio"] = ratio(hdml["wall"]["median_ms"], plain["wall"]["median_ms"])
+                row["time_ratio_min"] = ratio(hdml["wall"]["min_ms"], plain["wall"]["min_ms"])
+                row["cpu_ratio"] = ratio(hdml["cpu"]["median_ms"], plain["cpu"]["median_ms"])
+                row["memory_ratio"] = ratio(hdml["memory"].get("increase_mb"), plain["memory"].get("increase_mb"))
+                row["memory_ratio_abs"] = ratio(hdml["memory"]["peak_mb"], plain["memory"]["peak_mb"])
+                row["device_ratio"] = ratio(hdml["memory"]["device_peak_mb"], plain["memory"]["device_peak_mb"])
             interleaved = results.get((backend, config, INTERLEAVED))
             row[INTERLEAVED] = interleaved
             if interleaved is not None and "error" not in interleaved:
                 wall, cpu = interleaved["wall"], interleaved["cpu"]
-                row["interleaved_ratio"] = _ratio(wall["hdml"]["median_ms"], wall["plain"]["median_ms"])
-                row["interleaved_cpu_ratio"] = _ratio(cpu["hdml"]["median_ms"], cpu["plain"]["median_ms"])
+                row["interleaved_ratio"] = ratio(wall["hdml"]["median_ms"], wall["plain"]["median_ms"])
+                row["interleaved_cpu_ratio"] = ratio(cpu["hdml"]["median_ms"], cpu["plain"]["median_ms"])
             rows.append(row)
     return rows
 
@@ -691,22 +475,13 @@ def _coloured(value, target, config, digits=2):
 
 
 def _machine_lines(machine, results):
-    load = machine.get("loadavg")
-    lines = [
-        f"CPU: {machine.get('cpu_model', machine['processor'])}; os.cpu_count()={machine['cpu_count']}, "
-        f"usable={machine['cpus_usable']}; RAM {machine.get('mem_total_gb')} GB "
-        f"({machine.get('mem_available_gb')} GB available at start)",
-        f"Python {machine['python']} on {machine['platform']}",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
-        "Load average at start (1/5/15 min): " + (", ".join(f"{x:.2f}" for x in load) if load else "n/a"),
-    ]
+    lines = harness.machine_lines(machine)
     for (backend, config, kind), result in results.items():
         if "error" in result:
             continue
-        facts = dict(result["facts"])
-        start, end = facts.pop("loadavg_start", None), facts.pop("loadavg_end", None)
-        detail = ", ".join(f"{k}={v}" for k, v in facts.items() if v is not None)
-        load = f"; 1-min load {start[0]:.2f} -> {end[0]:.2f}" if start and end else ""
+        facts = result["facts"]
+        detail = ", ".join(f"{k}={v}" for k, v in facts.items() if v is not None and not k.startswith("loadavg"))
+        load = harness.load_change(facts)
         if kind == INTERLEAVED:
             lines.append(
                 f"{BACKEND_SHORT[backend]} {config} {kind}: worker {result['wall_s']:.0f} s "
@@ -733,33 +508,11 @@ def report(machine, results, args):
         + "ms/step: median (min-max); peak MB (+increase over the RSS after build"
         + (", median of the processes, their range)" if args.repeats > 1 else ")")
     )
-    try:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-    except ImportError:
-        Console = None
-    if Console is None:  # plain-text fallback
-        print("\n".join(_machine_lines(machine, results)))
-        print(title)
-        for row in rows:
-            print(
-                row["backend"],
-                row["config"],
-                _time_cell(row["plain"]),
-                _time_cell(row["hdml"]),
-                row.get("time_ratio"),
-                _memory_cell(row["plain"]),
-                _memory_cell(row["hdml"]),
-                row.get("memory_ratio"),
-            )
-        return rows
-    console = Console(width=None if sys.stdout.isatty() else 220)
-    console.print("[bold]Machine[/bold]")
-    for line in _machine_lines(machine, results):
-        console.print("  " + escape(line), highlight=False)
-    table = Table(title=title, title_justify="left")
-    for name, justify in (
+    escape = harness.escape
+    console = harness.console(220)
+    harness.print_lines(console, ["[bold]Machine[/bold]"], indent="")
+    harness.print_lines(console, [escape(line) for line in _machine_lines(machine, results)])
+    columns = [
         ("backend", "left"),
         ("config", "left"),
         ("plain ms/step", "right"),
@@ -768,18 +521,15 @@ def report(machine, results, args):
         ("plain peak MB", "right"),
         ("HDML peak MB", "right"),
         ("ratio: incr. \\[abs]", "right"),
-    ):
-        table.add_column(name, justify=justify)
+    ]
     if device:
-        table.add_column("plain dev MB", justify="right")
-        table.add_column("HDML dev MB", justify="right")
+        columns += [("plain dev MB", "right"), ("HDML dev MB", "right")]
     if args.interleave:
-        table.add_column("interleaved ratio (cpu)", justify="right")
-    previous = None
-    for row in rows:
-        if previous is not None and previous != row["backend"]:
-            table.add_section()
-        previous = row["backend"]
+        columns.append(("interleaved ratio (cpu)", "right"))
+    table, sections = [], []
+    for index, row in enumerate(rows):
+        if index and rows[index - 1]["backend"] != row["backend"]:
+            sections.append(index)
         time_ratio = memory_ratio = "-"
         if "time_ratio" in row:
             time_ratio = _coloured(row["time_ratio"], TIME_TARGET, row["config"])
@@ -808,8 +558,8 @@ def report(machine, results, args):
                     _coloured(row["interleaved_ratio"], TIME_TARGET, row["config"])
                     + f" ({row['interleaved_cpu_ratio']:.2f})"
                 )
-        table.add_row(*cells)
-    console.print(table)
+        table.append(cells)
+    harness.print_table(console, title, columns, table, sections)
     notes = [
         f"Targets (GoogLeNet): HDML/plain <= {TIME_TARGET} in time, <= {MEMORY_TARGET} in peak memory (increase "
         "over the post-build RSS); small_cnn ratios are information only (yellow).",
@@ -842,20 +592,17 @@ def report(machine, results, args):
             )
         elif not result.get("finite", True):
             notes.append(f"[red]{result['backend']} {result['config']} {result['model']}: non-finite logs[/red]")
-    for note in notes:
-        console.print("  " + note, highlight=False)
+    harness.print_lines(console, notes)
     return rows
-
-
-def _csv(text):
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", type=_csv, default=list(BACKENDS), help="comma list of backends")
-    parser.add_argument("--configs", type=_csv, default=list(CONFIGS), help=f"comma list of {','.join(CONFIGS)}")
-    parser.add_argument("--models", type=_csv, default=list(MODELS), help="comma list of plain,hdml")
+    parser.add_argument("--backends", type=harness.csv_list(), default=list(BACKENDS), help="comma list of backends")
+    parser.add_argument(
+        "--configs", type=harness.csv_list(), default=list(CONFIGS), help=f"comma list of {','.join(CONFIGS)}"
+    )
+    parser.add_argument("--models", type=harness.csv_list(), default=list(MODELS), help="comma list of plain,hdml")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per model (default 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation; default 2)")
     parser.add_argument("--num-classes", type=int, default=100, help="training classes C (default 100)")
@@ -905,7 +652,7 @@ def main(argv=None):
     if args.worker:
         (interleaved_worker if args.model == INTERLEAVED else worker)(args)
         return 0
-    machine = _machine_facts()
+    machine = harness.machine_facts(("keras", "tensorflow", "torch", "jax", "jaxlib", "numpy", "rich", "psutil"))
     load = machine["loadavg"][0] if machine["loadavg"] else float("nan")
     print(
         f"kerasml HDML overhead benchmark: backends={','.join(args.backends)} configs={','.join(args.configs)} "

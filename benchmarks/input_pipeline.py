@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _harness as harness
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -111,6 +113,7 @@ def main():
     from kerasml import data
 
     console = Console()
+    machine = harness.machine_facts(("keras", "tensorflow", "torch", "jax", "numpy", "h5py", "opencv-python-headless"))
     console.print(
         f"kerasml input pipeline benchmark: backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "
         f"batch {args.batch_size}, {args.image_size} px from a {args.store_size} px store, "
@@ -189,6 +192,12 @@ def main():
     console.print(table)
     verdict = "met" if ahead >= 3 and slower <= 1.05 else "NOT met"
     console.print(f"targets {verdict}; model: {label}", highlight=False)
+    load = harness.loadavg()
+    harness.print_lines(console, ["[bold]Machine[/bold]"], indent="")
+    harness.print_lines(console, [harness.escape(line) for line in harness.machine_lines(machine)])
+    harness.print_lines(
+        console, ["Load average at the end (1/5/15 min): " + (", ".join(f"{x:.2f}" for x in load) if load else "n/a")]
+    )
 
 
 if __name__ == "__main__":

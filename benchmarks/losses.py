@@ -124,22 +124,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ("tensorflow", "torch", "jax")
-BACKEND_SHORT = {"tensorflow": "tf", "torch": "torch", "jax": "jax"}
-MARKER = "@@KERASML_BENCH_JSON@@"
+import _harness as harness
+from _harness import BACKEND_SHORT, BACKENDS
+
 HEADS = 4  # heads of the divergence loss input [B, HEADS, D / HEADS]
 PER_CLASS = 4  # samples per class of the "P x K" layout
 TARGET_LOSSES = {"contrastive", "triplet_all", "lifted", "npair"}
@@ -205,21 +198,6 @@ def make_inputs(layout, batch, dim, seed):
 # ---------------------------------------------------------------- timing ---
 
 
-def _stats(times):
-    ms = sorted(t * 1e3 for t in times)
-    q = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else [ms[0]] * 3
-    return {
-        "median_ms": statistics.median(ms),
-        "p25_ms": q[0],
-        "p75_ms": q[2],
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "mean_ms": statistics.fmean(ms),
-        "runs": len(ms),
-        "times_ms": [round(t, 4) for t in ms],
-    }
-
-
 def bench(fns, min_runs, min_time, max_runs=2000, max_time=60.0):
     """Time several zero-argument callables, interleaved round by round.
 
@@ -253,7 +231,7 @@ def bench(fns, min_runs, min_time, max_runs=2000, max_time=60.0):
             times[name].append(time.perf_counter() - t0)
     result = {}
     for name in fns:
-        result[name] = {**_stats(times[name]), "first_ms": first[name]}
+        result[name] = {**harness.stats_ms([t * 1e3 for t in times[name]]), "first_ms": first[name]}
     return result, outputs
 
 
@@ -343,70 +321,24 @@ def _pml_losses():
     }
 
 
-def _limit_threads(backend, threads):
-    """Cap the backend's CPU threads (before its runtime starts)."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(threads)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    elif backend == "jax" and threads == 1:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-
-
 def _backend_facts(backend):
-    facts = {"backend": backend, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    facts = {"backend": backend, **harness.backend_facts(backend)}
     if backend == "torch":
         import torch
 
-        facts.update(
-            torch_threads=torch.get_num_threads(),
-            torch_interop_threads=torch.get_num_interop_threads(),
-            torch_parallel_info=torch.__config__.parallel_info().splitlines()[:4],
-        )
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        facts.update(
-            tf_intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads() or "auto",
-            tf_inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads() or "auto",
-        )
-    elif backend == "jax":
-        import jax
-
-        facts.update(jax_devices=[str(d) for d in jax.devices()], XLA_FLAGS=os.environ.get("XLA_FLAGS"))
+        facts["torch_parallel_info"] = torch.__config__.parallel_info().splitlines()[:4]
     return facts
-
-
-def _progress(backend, message):
-    print(f"[bench {BACKEND_SHORT[backend]}] {message}", file=sys.stderr, flush=True)
 
 
 def worker(backend, args):
     """Run every case on one backend and print the JSON results on stdout."""
-    os.environ["KERAS_BACKEND"] = backend
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    if args.threads:
-        _limit_threads(backend, args.threads)
-    import keras
-
+    harness.start_worker(backend, args.threads)
     import kerasml
 
-    if keras.backend.backend() != backend:
-        raise RuntimeError(f"KERAS_BACKEND={backend} but Keras runs {keras.backend.backend()}")
     pml = _pml_losses() if backend == "torch" and not args.no_pml else {}
     facts = _backend_facts(backend)
     facts["pml"] = bool(pml)
-    facts["loadavg_start"] = os.getloadavg()
+    facts["loadavg_start"] = harness.loadavg()
     rows = []
     for key in args.losses:
         label, layout, class_name, kwargs, pml_variants = CASES[key]
@@ -446,53 +378,16 @@ def worker(backend, args):
                 for name, stats in row.items()
                 if isinstance(stats, dict) and "median_ms" in stats
             )
-            _progress(backend, f"{label:<20} B={size:<4} {summary or row.get('error', '')}")
-    facts["loadavg_end"] = os.getloadavg()
-    print(MARKER + json.dumps({"backend": backend, "facts": facts, "rows": rows}), flush=True)
+            harness.progress(BACKEND_SHORT[backend], f"{label:<20} B={size:<4} {summary or row.get('error', '')}")
+    facts["loadavg_end"] = harness.loadavg()
+    harness.emit({"backend": backend, "facts": facts, "rows": rows})
 
 
 # ---------------------------------------------------------------- parent ---
 
 
-def _machine_facts():
-    facts = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "loadavg": os.getloadavg(),
-    }
-    try:
-        with open("/proc/meminfo") as f:
-            mem = dict(line.split(":", 1) for line in f)
-        facts["mem_total_gb"] = round(int(mem["MemTotal"].split()[0]) / 2**20, 1)
-        facts["mem_available_gb"] = round(int(mem["MemAvailable"].split()[0]) / 2**20, 1)
-    except (OSError, KeyError, ValueError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            facts["cpu_model"] = names[0]
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("keras", "tensorflow", "torch", "jax", "jaxlib", "numpy", "pytorch-metric-learning", "rich"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    facts["versions"] = versions
-    return facts
-
-
 def run_backend(backend, args):
     """Run one worker subprocess; returns its parsed JSON or an error dict."""
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = backend
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -517,43 +412,8 @@ def run_backend(backend, args):
         command += ["--threads", str(args.threads)]
     if args.no_pml:
         command.append("--no-pml")
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout_lines, stderr_tail = [], []
-
-    def pump_stderr():
-        for line in proc.stderr:
-            if line.startswith("[bench"):
-                print(line, end="", file=sys.stderr, flush=True)
-            else:
-                stderr_tail.append(line)
-                del stderr_tail[:-40]
-
-    def pump_stdout():
-        stdout_lines.extend(proc.stdout)
-
-    threads = [threading.Thread(target=pump_stderr, daemon=True), threading.Thread(target=pump_stdout, daemon=True)]
-    for thread in threads:
-        thread.start()
-    try:
-        proc.wait(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for thread in threads:
-        thread.join(timeout=5)
-    elapsed = time.perf_counter() - started
-    for line in stdout_lines:
-        if line.startswith(MARKER):
-            result = json.loads(line[len(MARKER) :])
-            result["wall_s"] = elapsed
-            return result
-    return {
-        "backend": backend,
-        "error": f"worker exited with {proc.returncode} after {elapsed:.0f} s without results",
-        "stderr_tail": "".join(stderr_tail[-15:]),
-        "wall_s": elapsed,
-    }
+    result = harness.run_worker(command, harness.worker_env(backend), timeout=args.timeout)
+    return {"backend": backend, **result} if "error" in result else result
 
 
 def _cell(stats):
@@ -631,21 +491,8 @@ def _value_checks(results):
 
 def report(machine, results, args):
     table_rows = build_rows(results, args)
-    try:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-    except ImportError:
-        Console = None
-
-    lines_facts = [
-        f"CPU: {machine.get('cpu_model', machine['processor'])}; os.cpu_count()={machine['cpu_count']}, "
-        f"usable={machine['cpus_usable']}; RAM {machine.get('mem_total_gb')} GB "
-        f"({machine.get('mem_available_gb')} GB available at start)",
-        f"Python {machine['python']} on {machine['platform']}",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
-        f"Load average at start (1/5/15 min): {', '.join(f'{x:.2f}' for x in machine['loadavg'])}",
-    ]
+    escape = harness.escape
+    lines_facts = harness.machine_lines(machine)
     for backend, result in results.items():
         facts = result.get("facts", {})
         extra = {
@@ -653,41 +500,26 @@ def report(machine, results, args):
             for k, v in facts.items()
             if k not in ("backend", "loadavg_start", "loadavg_end", "torch_parallel_info") and v is not None
         }
-        load = ""
-        if "loadavg_start" in facts:
-            load = f"; 1-min load {facts['loadavg_start'][0]:.2f} -> {facts['loadavg_end'][0]:.2f}"
         lines_facts.append(
             f"{BACKEND_SHORT[backend]} worker ({result.get('wall_s', 0):.0f} s): "
             + ", ".join(f"{k}={v}" for k, v in extra.items())
-            + load
+            + harness.load_change(facts)
         )
     mode = "tf.function(jit_compile=True) [XLA]" if args.tf_xla else "tf.function(jit_compile=False)"
     title = (
         f"kerasml losses, forward + d/d(embeddings), D={args.dim}, ms: median (p25-p75); "
         f"tf={mode}, torch=eager loss class, jax=jit(value_and_grad)"
     )
-    if Console is None:
-        print("\n".join(lines_facts))
-        print(title)
-        for row in table_rows:
-            print(row["label"], row["B"], *(_cell(row["cells"][b]) for b in BACKENDS), _cell(row["pml"]), row["ratio"])
-        return table_rows
-    console = Console(width=None if sys.stdout.isatty() else 170)
-    console.print("[bold]Machine[/bold]")
-    for line in lines_facts:
-        console.print("  " + line, highlight=False)
-    table = Table(title=title, title_justify="left", show_lines=False)
-    table.add_column("loss")
-    table.add_column("B", justify="right")
-    for backend in BACKENDS:
-        table.add_column(f"{BACKEND_SHORT[backend]} ms", justify="right")
-    table.add_column("PML ms", justify="right")
-    table.add_column("torch/PML (min/min)", justify="right")
-    previous = None
-    for row in table_rows:
-        if previous is not None and previous != row["loss"]:
-            table.add_section()
-        previous = row["loss"]
+    console = harness.console(170)
+    harness.print_lines(console, ["[bold]Machine[/bold]"], indent="")
+    harness.print_lines(console, [escape(line) for line in lines_facts])
+    columns = [("loss", "left"), ("B", "right")]
+    columns += [(f"{BACKEND_SHORT[backend]} ms", "right") for backend in BACKENDS]
+    columns += [("PML ms", "right"), ("torch/PML (min/min)", "right")]
+    cells_rows, sections = [], []
+    for index, row in enumerate(table_rows):
+        if index and table_rows[index - 1]["loss"] != row["loss"]:
+            sections.append(index)
         cells = []
         for backend in BACKENDS:
             stats = row["cells"][backend]
@@ -704,8 +536,8 @@ def report(machine, results, args):
             if row["pml_variant"] == "lifted_generalized":
                 colour = "yellow"  # a different loss, information only
             ratio = f"[{colour}]{row['ratio']:.2f}[/{colour}] ({row['ratio_min']:.2f})"
-        table.add_row(row["label"], str(row["B"]), *cells, _cell(row["pml"]), ratio)
-    console.print(table)
+        cells_rows.append([row["label"], str(row["B"]), *cells, _cell(row["pml"]), ratio])
+    harness.print_table(console, title, columns, cells_rows, sections)
     notes = [
         "PML column: "
         + "; ".join(f"{k} -> {v}" for k, v in PML_LABELS.items())
@@ -742,29 +574,20 @@ def report(machine, results, args):
         notes.append(
             escape("Loss values on the shared inputs (semantics differ, see the docstring): " + "; ".join(values))
         )
-    for note in notes:
-        console.print("  " + note, highlight=False)
+    harness.print_lines(console, notes)
     return table_rows
-
-
-def _csv(kind):
-    def parse(text):
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        return [int(item) for item in items] if kind is int else items
-
-    return parse
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", type=_csv(str), default=list(BACKENDS), help="comma list of backends")
-    parser.add_argument("--sizes", type=_csv(int), default=[128, 512], help="comma list of batch sizes")
+    parser.add_argument("--backends", type=harness.csv_list(), default=list(BACKENDS), help="comma list of backends")
+    parser.add_argument("--sizes", type=harness.csv_list(int), default=[128, 512], help="comma list of batch sizes")
     parser.add_argument("--dim", type=int, default=128, help="embedding width D")
     parser.add_argument("--repeats", type=int, default=5, help="minimum timed runs per function (default 5)")
     parser.add_argument(
         "--min-time", type=float, default=1.0, help="minimum measured seconds per function (default 1.0)"
     )
-    parser.add_argument("--losses", type=_csv(str), default=list(CASES), help=f"subset of {','.join(CASES)}")
+    parser.add_argument("--losses", type=harness.csv_list(), default=list(CASES), help=f"subset of {','.join(CASES)}")
     parser.add_argument("--json", help="write all results (raw times included) to this file")
     parser.add_argument("--tf-xla", action="store_true", help="tf.function(jit_compile=True) instead of False")
     parser.add_argument(
@@ -797,7 +620,9 @@ def main(argv=None):
     if args.worker:
         worker(args.worker, args)
         return 0
-    machine = _machine_facts()
+    machine = harness.machine_facts(
+        ("keras", "tensorflow", "torch", "jax", "jaxlib", "numpy", "pytorch-metric-learning", "rich")
+    )
     print(
         f"kerasml loss benchmark: backends={','.join(args.backends)} sizes={args.sizes} D={args.dim} "
         f"repeats>={args.repeats} min-time={args.min_time}s; {machine['cpu_count']} CPUs, "

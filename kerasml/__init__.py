@@ -1,18 +1,72 @@
 """kerasml: deep metric learning for Keras 3 on TensorFlow, PyTorch and JAX.
 
-Public modules:
+Public modules (imported on first use, so ``import kerasml`` and the ``kerasml`` command
+start without loading Keras or a framework):
 
 - :mod:`kerasml.losses`: metric losses (contrastive, triplet, lifted structure,
   N-pair, angular, divergence) usable in any ``model.compile(loss=...)``.
-- :mod:`kerasml.layers`: the embedding projector and HDML's layers.
-- :mod:`kerasml.hdml`: HDML's equations as functions (``pull_negatives``...).
-- :mod:`kerasml.models`: backbones, `HDMLModel` and `MetricModel`.
-- :mod:`kerasml.optimizers`: `ParameterGroupOptimizer` (one optimizer per variable group).
+- :mod:`kerasml.layers`: the embedding projector.
+- :mod:`kerasml.models`: backbones and `MetricModel`.
+- :mod:`kerasml.hdml`: HDML (`HDMLModel`, its layers, equations and group optimizer).
+- :mod:`kerasml.preprocessing`: the image normalisations.
 - :mod:`kerasml.data`: dataset download, HDF5 ingest, samplers and batch streams.
+- :mod:`kerasml.evaluation`: Recall@K, NMI and F1 of embeddings.
+- :mod:`kerasml.spec`, :mod:`kerasml.experiment`, :mod:`kerasml.reporting`: TOML experiment
+  specs, training runs and their reports.
+
+`kerasml.MetricModel` and `kerasml.HDMLModel` are shortcuts to the two models.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from kerasml import data, hdml, layers, losses, models, optimizers
+_SUBMODULES = (
+    "data",
+    "evaluation",
+    "experiment",
+    "hdml",
+    "layers",
+    "losses",
+    "models",
+    "preprocessing",
+    "reporting",
+    "spec",
+)
+_SHORTCUTS = {"HDMLModel": "kerasml.hdml", "MetricModel": "kerasml.models"}
 
-__all__ = ["__version__", "data", "hdml", "layers", "losses", "models", "optimizers"]
+__all__ = [
+    "HDMLModel",
+    "MetricModel",
+    "__version__",
+    "data",
+    "evaluation",
+    "experiment",
+    "hdml",
+    "layers",
+    "losses",
+    "models",
+    "preprocessing",
+    "reporting",
+    "spec",
+]
+
+if TYPE_CHECKING:  # what static tools see; at run time `__getattr__` imports on first access
+    from kerasml import data, evaluation, experiment, hdml, layers, losses, models, preprocessing, reporting, spec
+    from kerasml.hdml import HDMLModel
+    from kerasml.models import MetricModel
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kerasml.{name}")
+    if name in _SHORTCUTS:
+        value = getattr(importlib.import_module(_SHORTCUTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kerasml' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

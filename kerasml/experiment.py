@@ -8,7 +8,7 @@ makes comes from the spec (see `kerasml.spec`). The run folder
     metrics.jsonl       one JSON record per log line and per evaluation
     checkpoints/        last.keras (every epoch and evaluation), best.keras (by train.checkpoint_metric)
     state.json          step, epoch, best metric: what `--resume` continues from
-    tensorboard/        TensorBoard logs (when TensorFlow is installed)
+    tensorboard/        TensorBoard logs (tensorboardX: train/* every train.log_every steps, eval/*)
     report.md           the final table; plots/*.png and the retrieval grid
     data/               the store of a built-in dataset (so a resume reads only this folder)
 
@@ -32,12 +32,11 @@ import numpy as np
 
 from kerasml import data as kdata
 from kerasml import losses as klosses
-from kerasml.hdml import synthesis_layout
-from kerasml.models import HDMLModel, MetricModel, backbones
+from kerasml.hdml import HDMLModel
+from kerasml.models import MetricModel, backbones
 from kerasml.spec import dump_spec, evaluation_steps
 
 CHECKPOINTS = "checkpoints"
-BUILTIN_SIZES = {"digits": 32, "procedural": 64}
 
 
 class ExperimentError(Exception):
@@ -48,7 +47,7 @@ class ExperimentError(Exception):
 def new_run_dir(spec):
     """``<output_dir>/<name>-<YYYYmmdd-HHMMSS>`` (suffixed when it exists already)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(spec["experiment"]["output_dir"]) / f"{spec['experiment']['name']}-{stamp}"
+    base = Path(spec.experiment.output_dir) / f"{spec.experiment.name}-{stamp}"
     path, n = base, 1
     while path.exists():
         path, n = base.with_name(f"{base.name}-{n}"), n + 1
@@ -76,32 +75,34 @@ def train_classes(store):
     return sum(1 for split in store.class_splits if split == "train")
 
 
-def sampler_for(loss):
-    """The sampler name whose batches the loss needs."""
-    try:
-        return synthesis_layout(loss)
-    except ValueError:
-        return "m_per_class"
+def build_loss(spec):
+    """The spec's loss: ``loss.type`` with its arguments ``loss.params``."""
+    return klosses.get({"type": spec.loss.type, **spec.loss.params})
 
 
 def open_data(spec, run_dir, console=None):
     """The store of the spec: ``data.path``, or a built-in dataset ingested into the run folder."""
-    data = spec["data"]
-    if data.get("path"):
-        return kdata.open_store(data["path"])
-    name = data["builtin"]
-    out = Path(run_dir) / "data" / f"{name}.h5"
+    data = spec.data
+    if data.path:
+        return kdata.open_store(data.path)
+    out = Path(run_dir) / "data" / f"{data.builtin}.h5"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        classes = data.get("classes") if name == "procedural" else None
-        kdata.ingest(name, out=out, classes=classes, seed=spec["experiment"]["seed"], quiet=True, console=console)
+        kdata.ingest(
+            data.builtin,
+            out=out,
+            classes=data.classes or None,  # 0: the dataset fixes its classes
+            seed=spec.experiment.seed,
+            quiet=True,
+            console=console,
+        )
     return kdata.open_store(out)
 
 
 def normalization_for(spec):
     """The data normalisation: the backbone's own preprocessing when ``data.normalization = "auto"``."""
-    value = spec["data"]["normalization"]
-    return spec["model"]["backbone"] if value == "auto" else value
+    value = spec.data.normalization
+    return spec.model.backbone if value == "auto" else value
 
 
 def build_streams(spec, store, epoch_steps=None):
@@ -109,81 +110,64 @@ def build_streams(spec, store, epoch_steps=None):
 
     ``epoch_steps`` caps the train stream's plan at that many batches per epoch.
     """
-    data, train = spec["data"], spec["train"]
-    loss = klosses.get({"type": spec["loss"]["type"], **_loss_params(spec)})
-    size = data["image_size"]
+    data, train = spec.data, spec.train
+    size = data.image_size
     normalization = normalization_for(spec)
-    augment = kdata.Augment(size, normalization=normalization, crop=data["crop"]) if data["augment"] else False
+    augment = kdata.Augment(size, normalization=normalization, crop=data.crop) if data.augment else False
     train_stream = kdata.TrainStream(
         store,
-        sampler_for(loss),
-        batch_size=train["batch_size"],
+        build_loss(spec).layout.sampler,
+        batch_size=train.batch_size,
         image_size=size,
         augment=augment,
         normalization=normalization,
-        seed=spec["experiment"]["seed"],
+        seed=spec.experiment.seed,
         sampler_options={"batches_per_epoch": epoch_steps} if epoch_steps else None,
-        workers=max(1, data["workers"]),
-        use_multiprocessing=data["use_multiprocessing"] and data["workers"] > 0,
+        workers=max(1, data.workers),
+        use_multiprocessing=data.use_multiprocessing and data.workers > 0,
     )
     eval_stream = kdata.EvalStream(
-        store,
-        spec["eval"]["split"],
-        batch_size=spec["eval"]["batch_size"],
-        image_size=size,
-        normalization=normalization,
+        store, spec.eval.split, batch_size=spec.eval.batch_size, image_size=size, normalization=normalization
     )
     return train_stream, eval_stream
 
 
-def _loss_params(spec):
-    return {k: v for k, v in spec["loss"].items() if k != "type"}
-
-
 def build_model(spec, store):
-    """The `HDMLModel` / `MetricModel` of the spec, compiled with its per-group schedules."""
-    model_spec, train = spec["model"], spec["train"]
-    size = spec["data"]["image_size"]
+    """The `kerasml.hdml.HDMLModel` / `kerasml.models.MetricModel` of the spec, compiled.
+
+    Each parameter group (``model.group_learning_rates``) gets an Adam optimizer at its
+    learning rate, decayed by ``train.lr_decay_factor`` at each of ``train.lr_decay_steps``.
+    """
+    size = spec.data.image_size
     backbone = backbones.get(
-        model_spec["backbone"],
+        spec.model.backbone,
         input_shape=(size, size, 3),
-        weights=model_spec["weights"] or None,
-        **model_spec.get("backbone_options", {}),
+        weights=spec.model.weights or None,
+        **spec.model.backbone_options,
     )
-    loss = klosses.get({"type": spec["loss"]["type"], **_loss_params(spec)})
-    common = dict(embedding_dim=model_spec["embedding_dim"], loss=loss, weight_decay=train["weight_decay"])
-    if model_spec["hdml"]:
-        model = HDMLModel(
-            backbone,
-            num_classes=train_classes(store),
-            alpha=model_spec["alpha"],
-            beta=model_spec["beta"],
-            soft_weight=model_spec["soft_weight"],
-            softmax_factor=model_spec["softmax_factor"],
-            block_size=model_spec["block_size"],
-            generator_units=model_spec["generator_units"],
-            synthetic_statistics=model_spec["synthetic_statistics"],
-            **common,
-        )
+    common = {
+        "embedding_dim": spec.model.embedding_dim,
+        "loss": build_loss(spec),
+        "weight_decay": spec.train.weight_decay,
+    }
+    if spec.model.hdml:
+        model = HDMLModel(backbone, num_classes=train_classes(store), **common, **spec.hdml.model_dump())
     else:
         model = MetricModel(backbone, **common)
-    rates = {
-        "metric": train["learning_rate"],
-        "generator": train["generator_learning_rate"],
-        "classifier": train["classifier_learning_rate"],
-    }
-    groups = ("metric", "generator", "classifier") if model_spec["hdml"] else ("metric",)
-    optimizers = {g: keras.optimizers.Adam(_schedule(rates[g], train), epsilon=1e-8) for g in groups}
-    model.compile(optimizer=optimizers)
+    rates = model.group_learning_rates(spec.train.learning_rate)
+    model.compile(
+        optimizer={
+            group: keras.optimizers.Adam(_schedule(rate, spec.train), epsilon=1e-8) for group, rate in rates.items()
+        }
+    )
     return model
 
 
 def _schedule(rate, train):
-    steps = list(train["lr_decay_steps"])
-    if not steps:
+    if not train.lr_decay_steps:
         return rate
-    values = [rate * train["lr_decay_factor"] ** i for i in range(len(steps) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(steps, values)
+    values = [rate * train.lr_decay_factor**i for i in range(len(train.lr_decay_steps) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(list(train.lr_decay_steps), values)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -202,9 +186,7 @@ def evaluate_model(model, stream, spec):
     from kerasml.evaluation import evaluate
 
     embeddings, labels = embed(model, stream)
-    return evaluate(
-        embeddings, labels, ks=spec["eval"]["ks"], metrics=spec["eval"]["metrics"], seed=spec["experiment"]["seed"]
-    )
+    return evaluate(embeddings, labels, ks=spec.eval.ks, metrics=spec.eval.metrics, seed=spec.experiment.seed)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -264,15 +246,16 @@ class Run:
         self.console = console
         self.checkpoints = self.dir / CHECKPOINTS
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.max_steps = spec["train"]["max_steps"]
+        self.max_steps = spec.train.max_steps
         self.eval_at = set(evaluation_steps(spec))
-        self.metric = spec["train"]["checkpoint_metric"]
+        self.metric = spec.train.checkpoint_metric
         state = read_state(self.dir)
         self.best = state.get("best")
         self.best_step = state.get("best_step")
         self.best_metrics = state.get("best_metrics")
         self.log = MetricsLog(self.dir / "metrics.jsonl", truncate_after=state.get("step", 0))
         self.reporter = None
+        self.tensorboard = None
         self.eval_stream = None
         self.last_metrics = None
 
@@ -281,6 +264,8 @@ class Run:
         metrics = evaluate_model(model, self.eval_stream, self.spec)
         self.last_metrics = metrics
         self.log.write({"type": "eval", "step": step, "time": time.time(), **metrics})
+        if self.tensorboard is not None:
+            self.tensorboard.log_evaluation(step, metrics)
         value = metrics.get(self.metric)
         if value is not None and (self.best is None or value > self.best):
             self.best, self.best_step, self.best_metrics = float(value), step, metrics
@@ -325,7 +310,7 @@ def run(spec, run_dir=None, console=None):
     """
     from rich.console import Console
 
-    from kerasml.reporting import RichReporter, summary_table
+    from kerasml.reporting import RichReporter, TensorBoardLogger, summary_table
 
     console = console or Console()
     resuming = run_dir is not None
@@ -334,15 +319,15 @@ def run(spec, run_dir=None, console=None):
     else:
         run_dir = new_run_dir(spec)
         write_atomic(run_dir / "spec.toml", dump_spec(spec))
-    keras.utils.set_random_seed(spec["experiment"]["seed"])
+    keras.utils.set_random_seed(spec.experiment.seed)
     console.print(f"run folder: {run_dir}", highlight=False)
 
     store = open_data(spec, run_dir, console)
-    max_steps = spec["train"]["max_steps"]
+    max_steps = spec.train.max_steps
     train_stream, eval_stream = build_streams(spec, store)
     # One Keras epoch is one whole pass over the stream (Keras then restarts its iterator, so
     # epoch e reads batches 0..L-1 of plan e, whether or not the run was resumed).
-    epoch_steps = min(len(train_stream), max_steps, spec["train"]["checkpoint_every"])
+    epoch_steps = min(len(train_stream), max_steps, spec.train.checkpoint_every)
     if epoch_steps < len(train_stream):
         train_stream, eval_stream = build_streams(spec, store, epoch_steps)
     last = run_dir / CHECKPOINTS / "last.keras"
@@ -355,13 +340,14 @@ def run(spec, run_dir=None, console=None):
         step = 0
     the_run = Run(spec, run_dir, console)
     the_run.eval_stream = eval_stream
+    the_run.tensorboard = TensorBoardLogger(run_dir / "tensorboard", start_step=step, update_freq=spec.train.log_every)
     epochs = math.ceil(max_steps / epoch_steps)
     trainer = _Trainer(the_run, step)
     status = "finished"
     if step < max_steps:
-        reporter = RichReporter(max_steps, spec["train"]["log_every"], the_run.log, console, start_step=step)
+        reporter = RichReporter(max_steps, spec.train.log_every, the_run.log, console, start_step=step)
         the_run.reporter = reporter
-        callbacks = [_EpochPlan(train_stream), trainer, reporter, *_tensorboard(run_dir)]
+        callbacks = [_EpochPlan(train_stream), trainer, reporter, the_run.tensorboard]
         model.fit(
             train_stream,
             epochs=epochs,
@@ -375,23 +361,15 @@ def run(spec, run_dir=None, console=None):
     final = the_run.last_metrics
     if final is None or trainer.last_eval_step != trainer.step:
         final = evaluate_model(model, eval_stream, spec) if not trainer.failed else (final or {})
+    the_run.tensorboard.close()
     _write_outputs(the_run, model, store, eval_stream, final, status)
     rows = {"last": final}
     if the_run.best_metrics:
         rows[f"best (step {the_run.best_step})"] = the_run.best_metrics
-    console.print(summary_table(f"{spec['experiment']['name']}: {status}", rows))
+    console.print(summary_table(f"{spec.experiment.name}: {status}", rows))
     if trainer.failed:
         raise ExperimentError(f"training {status} (run folder: {run_dir})")
     return run_dir
-
-
-def _tensorboard(run_dir):
-    try:  # Keras writes TensorBoard logs through tf.summary
-        import tensorboard  # noqa: F401
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return []
-    return [keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / "tensorboard"), write_graph=False)]
 
 
 def _write_outputs(the_run, model, store, eval_stream, final, status):
@@ -406,4 +384,4 @@ def _write_outputs(the_run, model, store, eval_stream, final, status):
         embeddings, labels = embed(model, eval_stream)
         images = store.read(eval_stream.rows)
         grid = the_run.dir / "plots" / "retrieval.png"
-        retrieval_grid(grid, images, labels, embeddings, seed=spec["experiment"]["seed"])
+        retrieval_grid(grid, images, labels, embeddings, seed=spec.experiment.seed)

@@ -1,8 +1,12 @@
-"""Training reports: the Rich console reporter, ``metrics.jsonl``, plots and ``report.md``."""
+"""Training reports: the Rich console reporter, ``metrics.jsonl``, TensorBoard logs, plots and ``report.md``."""
 
 import json
 import math
+import os
+import struct
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import keras
@@ -134,6 +138,148 @@ class RichReporter(keras.callbacks.Callback):
             self._progress = None
 
 
+class TensorBoardLogger(keras.callbacks.Callback):
+    """TensorBoard event files of a run's logged scalars, written with tensorboardX on any backend.
+
+    Every ``update_freq`` steps each scalar of the step's logs (the loss and its terms) is
+    written as ``train/<name>`` at the global step; `log_evaluation` writes evaluation
+    metrics as ``eval/<name>``. Nothing imports TensorFlow (nor, on another backend, PyTorch),
+    so a JAX or PyTorch run stays free of both.
+
+    A resumed run repeats the steps after its last checkpoint: started at ``start_step`` in a
+    folder that already holds event files, the logger first removes from them every event
+    after ``start_step`` (each file is rewritten and swapped in whole), so that no step is
+    ever written twice.
+
+    Args:
+        log_dir: the folder of the event files (created when missing).
+        start_step: the global step training starts from (the resumed step). Defaults to 0.
+        update_freq: steps between two writes of the training scalars. Defaults to 1.
+        last_step: a step written even when it is not a multiple of ``update_freq`` (the run's
+            last, as `RichReporter` does for ``metrics.jsonl``). Defaults to ``None``.
+
+    Example:
+
+    >>> import tempfile
+    >>> logger = TensorBoardLogger(tempfile.mkdtemp())
+    >>> logger.log_evaluation(10, {"recall@1": 0.5})
+    >>> logger.close()
+    """
+
+    def __init__(self, log_dir, start_step=0, update_freq=1, last_step=None):
+        super().__init__()
+        if isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1:
+            raise ValueError(
+                f"Invalid value for argument `update_freq`. Expected an int >= 1. Received: {update_freq!r}"
+            )
+        self.log_dir = Path(log_dir)
+        self.step = int(start_step)
+        self.update_freq = update_freq
+        self.last_step = last_step
+        self._writer = None
+
+    def _open(self):
+        if self._writer is None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            drop_events_after(self.log_dir, self.step)
+            # A suffix of its own: two writers started in the same second never share a file.
+            self._writer = _summary_writer()(str(self.log_dir), filename_suffix=f".{uuid.uuid4().hex[:8]}")
+        return self._writer
+
+    def write_scalars(self, prefix, values, step):
+        """Write every scalar of ``values`` as ``<prefix>/<name>`` at ``step`` (non-scalars are skipped)."""
+        writer = self._open()
+        for name, value in (values or {}).items():
+            if np.ndim(value) == 0 and not isinstance(value, str):
+                writer.add_scalar(f"{prefix}/{name}", float(value), global_step=int(step))
+
+    def log_evaluation(self, step, metrics):
+        """Write evaluation ``metrics`` (``{"recall@1": ...}``) as ``eval/<name>`` at ``step``, and flush."""
+        self.write_scalars("eval", metrics, step)
+        self._writer.flush()
+
+    def on_train_begin(self, logs=None):
+        self._open()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.update_freq == 0 or self.step == self.last_step:
+            self.write_scalars("train", logs, self.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self):
+        """Flush and close the event file (a later write opens a new one)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _summary_writer():
+    # tensorboardX's writer module imports PyTorch, when installed, only to accept torch tensors;
+    # a JAX or TensorFlow run gives it floats, so torch is hidden while tensorboardX loads
+    # (`sys.modules[name] = None` makes that one import fail) and visible again afterwards.
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
+def _event_records(path):
+    """``(raw record bytes, step)`` of each complete record of a TFRecord event file."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    data = Path(path).read_bytes()
+    offset = 0
+    # A record: length (uint64), its CRC (uint32), the Event proto, the proto's CRC (uint32).
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        end = offset + 12 + length + 4
+        if end > len(data):  # the tail of a file whose writer was killed
+            break
+        event = Event.FromString(data[offset + 12 : offset + 12 + length])
+        yield data[offset:end], event.step
+        offset = end
+
+
+def drop_events_after(log_dir, step):
+    """Remove every event after ``step`` from the TensorBoard event files in ``log_dir``.
+
+    Each file that has such events is rewritten without them under a temporary name and swapped
+    in with one rename, so a kill at any moment leaves either the old file or the new one.
+
+    Args:
+        log_dir: a folder of ``*tfevents*`` files (a missing folder has none).
+        step: the last step to keep.
+
+    Returns:
+        The number of events removed.
+    """
+    _summary_writer()  # the proto module lives in tensorboardX
+    removed = 0
+    for path in sorted(Path(log_dir).glob("*tfevents*")):
+        records = list(_event_records(path))
+        kept = [raw for raw, event_step in records if event_step <= step]
+        if len(kept) == len(records) and sum(map(len, kept)) == path.stat().st_size:
+            continue
+        removed += len(records) - len(kept)
+        tmp = path.with_name(f".rewrite-{path.name.replace('tfevents', 'events')}")  # TensorBoard skips it
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, path)
+    return removed
+
+
 def summary_table(title, rows):
     """A Rich table of ``{label: {metric: value}}``."""
     metrics = sorted({m for values in rows.values() for m in values}, key=_metric_order)
@@ -156,11 +302,11 @@ def write_report(path, spec, final, best, best_step, checkpoint_metric, status):
     """``report.md``: the run's final and best metrics, and how the best was chosen."""
     metrics = sorted(set(final) | set(best or {}), key=_metric_order)
     lines = [
-        f"# {spec['experiment']['name']}",
+        f"# {spec.experiment.name}",
         "",
-        f"Status: {status}. Backend: {keras.backend.backend()}. Steps: {spec['train']['max_steps']}.",
-        f"Model: {spec['model']['backbone']}, embedding {spec['model']['embedding_dim']}, "
-        f"loss {spec['loss']['type']}, HDML {'on' if spec['model']['hdml'] else 'off'}.",
+        f"Status: {status}. Backend: {keras.backend.backend()}. Steps: {spec.train.max_steps}.",
+        f"Model: {spec.model.backbone}, embedding {spec.model.embedding_dim}, "
+        f"loss {spec.loss.type}, HDML {'on' if spec.model.hdml else 'off'}.",
         "",
         "| checkpoint | " + " | ".join(metrics) + " |",
         "| --- | " + " | ".join("---:" for _ in metrics) + " |",
@@ -171,7 +317,7 @@ def write_report(path, spec, final, best, best_step, checkpoint_metric, status):
     lines += [
         "",
         f"`best` is the evaluation with the highest `{checkpoint_metric}` on the "
-        f"`{spec['eval']['split']}` split (`checkpoints/best.keras`); `last` is the final step "
+        f"`{spec.eval.split}` split (`checkpoints/best.keras`); `last` is the final step "
         "(`checkpoints/last.keras`). Plots are in `plots/`.",
         "",
     ]

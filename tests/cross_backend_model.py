@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import digits_npair_batches, tiny_backbone
 
-from kerasml.models import HDMLModel
+from kerasml.hdml import HDMLModel
 
 
 def save(folder):

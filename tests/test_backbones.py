@@ -393,8 +393,11 @@ def test_preprocessing_follows_keras_applications(name, module, mode):
     np.testing.assert_allclose(spec.apply(images), reference, rtol=1e-4, atol=1e-4)
 
 
-def test_docstring_examples():
+@pytest.mark.parametrize("module", ["", ".googlenet", ".small_cnn", ".registry", "._common"])
+def test_docstring_examples(module):
     import doctest
+    import importlib
 
-    result = doctest.testmod(B, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 10 and result.failed == 0
+    # The package's examples, then each module's (doctest only collects a module's own objects).
+    result = doctest.testmod(importlib.import_module(B.__name__ + module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= {"": 2, ".googlenet": 3, ".registry": 5}.get(module, 1) and result.failed == 0

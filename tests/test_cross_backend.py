@@ -33,6 +33,7 @@ def all_values():
     return values
 
 
+@pytest.mark.cross_backend
 def test_losses_and_gradients_agree_across_backends(all_values):
     reference = all_values[keras.backend.backend()]
     assert len(reference) == 9

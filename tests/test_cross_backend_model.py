@@ -29,6 +29,7 @@ def _load_on(backend, folder):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.cross_backend
 def test_saved_model_gives_the_same_embeddings_and_terms_on_every_backend(tmp_path):
     save(tmp_path)
     here = keras.backend.backend()

@@ -166,7 +166,7 @@ def test_download_table_url_override_and_cli(server, tmp_path, monkeypatch, caps
     server.files["/mirror/CUB_200_2011.tgz"] = archive.read_bytes()
     # the real table's checksum does not match the tiny archive: a clear error, exit 2
     rc = main(["download", "cub", "--to", str(tmp_path / "raw"), "--url", server.url + "/mirror/", "--retries", "0"])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert rc == 2 and "not the published" in out and "Traceback" not in out
     assert (tmp_path / "raw" / "CUB_200_2011.tgz.mismatch").exists()
     # with the tiny archive's checksum in the table: download, verify, extract, ingest

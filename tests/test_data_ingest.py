@@ -188,7 +188,7 @@ def test_interrupted_ingest_leaves_nothing_info_accepts(tmp_path, monkeypatch, c
     writer._file.close()
     crashed = writer.tmp_path
     assert main(["info", str(crashed)]) == 2
-    assert "did not finish" in capsys.readouterr().out
+    assert "did not finish" in capsys.readouterr().err
     with pytest.raises(StoreError, match="did not finish"):
         data.open_store(crashed)
     # a truncated copy of a complete store is refused too
@@ -196,7 +196,7 @@ def test_interrupted_ingest_leaves_nothing_info_accepts(tmp_path, monkeypatch, c
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
     assert main(["info", str(truncated)]) == 2
-    assert "not a valid kerasml store" in capsys.readouterr().out
+    assert "not a valid kerasml store" in capsys.readouterr().err
 
 
 def test_info_rejects_other_files(tmp_path, capsys):
@@ -205,7 +205,7 @@ def test_info_rejects_other_files(tmp_path, capsys):
         f["x"] = np.arange(3)
     for name in ("text.h5", "other.h5", "missing.h5"):
         assert main(["info", str(tmp_path / name)]) == 2
-        out = capsys.readouterr().out
+        out = capsys.readouterr().err
         assert "error:" in out and "Traceback" not in out
 
 
@@ -214,7 +214,7 @@ def test_cli_ingest_and_info(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # defaults: --from data/raw is missing here -> a message, exit 2
     assert main(["ingest", "cub", "--classes", "4"]) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert "does not exist" in capsys.readouterr().err
     (tmp_path / "data").mkdir()
     (tmp_path / "raw").rename(tmp_path / "data" / "raw")
     assert main(["ingest", "cub", "--classes", "4", "--image-size", "16", "--seed", "1"]) == 0
@@ -230,4 +230,4 @@ def test_cli_ingest_and_info(tmp_path, capsys, monkeypatch):
     assert main(["ingest", "procedural", "--images-per-class", "2", "--classes", "4", "--image-size", "16"]) == 0
     assert main(["ingest", "digits", "--images-per-class", "2"]) == 2
     assert main(["ingest", "digits", "--classes", "11"]) == 2
-    assert "from 2 to 10" in capsys.readouterr().out
+    assert "from 2 to 10" in capsys.readouterr().err

@@ -294,8 +294,8 @@ def test_chunked_equals_unchunked(data, monkeypatch):
         got = ev.evaluate(x, y, ks=(1, 3, 10), metrics=("recall", "map@r", "r_precision"), chunk_size=chunk_size)
         assert got == full
     # Several row blocks per chunk, run by the thread pool.
-    monkeypatch.setattr(ev, "_MIN_ROWS_PER_THREAD", 1)
-    monkeypatch.setattr(ev, "_num_threads", lambda: 3)
+    monkeypatch.setattr(ev._checks, "_MIN_ROWS_PER_THREAD", 1)
+    monkeypatch.setattr(ev._knn, "_num_threads", lambda: 3)
     for chunk_size in (5, n):
         np.testing.assert_array_equal(ev.nearest_neighbors(x, n - 1, chunk_size=chunk_size), full_nn)
         assert (
@@ -370,7 +370,7 @@ def test_nmi_and_f1_match_reference_on_random_assignments(seed, monkeypatch):
     assert ev.nmi(clusters, labels) == pytest.approx(ref_nmi(clusters, labels), abs=1e-12)
     expected = ref_f1(clusters, labels)
     assert ev.pairwise_f1(clusters, labels) == pytest.approx(expected, abs=1e-12)
-    monkeypatch.setattr(ev, "_DENSE_CONTINGENCY_CELLS", 0)  # the sparse (np.unique) table
+    monkeypatch.setattr(ev.clustering, "_DENSE_CONTINGENCY_CELLS", 0)  # the sparse (np.unique) table
     assert ev.pairwise_f1(clusters, labels) == pytest.approx(expected, abs=1e-12)
 
 

@@ -22,7 +22,8 @@ MODULES = [
     "kerasml.losses.angular",
     "kerasml.losses.divergence",
     "kerasml.layers.projector",
-    "kerasml.optimizers",
+    "kerasml.hdml.optimizers",
+    "kerasml.models.metric_model",
     "kerasml.models.backbones",
     "kerasml.spec",
 ]
@@ -62,7 +63,7 @@ def test_cli_version_and_losses(capsys):
 
 def test_cli_without_command_is_a_usage_error(capsys):
     assert main([]) == 2
-    assert "usage: kerasml" in capsys.readouterr().out
+    assert "usage: kerasml" in capsys.readouterr().err
 
 
 def test_python_dash_m_kerasml():

@@ -20,8 +20,8 @@ QUICK = [
     "model.backbone=small_cnn",
     "model.backbone_options={feature_dim=32, filters=[8, 16]}",
     "model.embedding_dim=16",
-    "model.generator_units=32",
-    "model.block_size=4",
+    "hdml.generator_units=32",
+    "hdml.block_size=4",
     "data.image_size=16",
     "train.batch_size=10",
     "train.log_every=5",
@@ -79,7 +79,8 @@ def test_run_writes_every_file_of_the_run_folder(tmp_path):
     assert {"J_m", "J_syn", "J_gen", "w"} <= set(train[-1])
     assert read_state(run)["step"] == 12
     resolved = load_spec(run / "spec.toml", check_files=False)
-    assert resolved["train"]["max_steps"] == 12 and resolved["model"]["embedding_dim"] == 16
+    assert resolved.train.max_steps == 12 and resolved.model.embedding_dim == 16
+    assert (resolved.hdml.generator_units, resolved.hdml.block_size) == (32, 4)
     assert "recall@1" in (run / "report.md").read_text()
     # The saved best model evaluates again through the CLI.
     assert main(["evaluate", str(run), "--checkpoint", "best"]) == 0

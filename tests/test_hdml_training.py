@@ -6,8 +6,9 @@ import pytest
 from helpers import BACKEND, digits_npair_batches, digits_triplet_batches, tiny_backbone
 
 import kerasml
-from kerasml.models import HDMLModel, MetricModel
-from kerasml.optimizers import ParameterGroupOptimizer
+from kerasml.hdml import HDMLModel
+from kerasml.models import MetricModel
+from kerasml.hdml import ParameterGroupOptimizer
 
 GROUPS = ("metric", "generator", "classifier")
 

@@ -2,26 +2,37 @@
 
 import copy
 import doctest
+import importlib
+import inspect
 import math
 import pickle
+import pkgutil
 from pathlib import Path
 
+import pydantic
 import pytest
 from data_helpers import make_cub
 
 from kerasml import data, losses
 from kerasml.cli import main
+from kerasml.data.sources import DigitsSource, ProceduralSource, SplitCounts
+from kerasml.hdml import HDML_ARGUMENTS, HDMLModel
+from kerasml.models import MetricModel
 from kerasml.spec import (
-    DEFAULTS,
     MISSING,
+    SECTIONS,
     STUDY_FLAGS,
     Problem,
+    Spec,
     SpecError,
     dump_spec,
     evaluation_steps,
+    format_value,
     load_spec,
     parse_spec,
+    resolve_spec,
 )
+from kerasml.spec.schema import EvalSection, HDMLSection
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -60,6 +71,12 @@ def flat(text):
     return " ".join(text.split())
 
 
+def printed(capsys):
+    """What the CLI printed (errors go to stderr), flattened."""
+    captured = capsys.readouterr()
+    return flat(captured.out + captured.err)
+
+
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     """A real store: 3 train classes x 3 images, 3 test classes x 3 images."""
@@ -93,6 +110,16 @@ BAD = [
     ("unknown-key-close", edit(("train.batch", 4)), [], ["train.batch", "'batch_size'"]),
     ("key-in-wrong-section", edit(("model.max_steps", 4)), [], ["model.max_steps", "train.max_steps"]),
     ("top-level-key", edit(("batch_size", 4)), [], ["batch_size", "train.batch_size"]),
+    ("hdml-not-a-table", edit(("hdml", True)), [], ["hdml", "a table [hdml]", "model.hdml"]),
+    # keys of older specs say where they are now
+    ("moved-model-key", edit(("model.alpha", 90.0)), [], ["model.alpha", "model.alpha has moved: use hdml.alpha."]),
+    (
+        "moved-train-key",
+        edit(("train.generator_learning_rate", 0.01)),
+        [],
+        ["train.generator_learning_rate", "has moved: use hdml.generator_learning_rate"],
+    ),
+    ("override-moved-key", BASE, ["model.block_size=4"], ["model.block_size", "has moved: use hdml.block_size"]),
     ("unknown-loss-argument", edit(("loss.type", "triplet"), ("loss.marign", 0.2)), [], ["loss.marign", "'margin'"]),
     ("loss-argument-of-another-loss", edit(("loss.margin", 0.2)), [], ["loss.margin", "NPairLoss"]),
     (
@@ -108,23 +135,24 @@ BAD = [
     ("string-for-bool", edit(("model.hdml", "yes")), [], ["model.hdml", "true or false"]),
     ("int-for-bool", edit(("data.augment", 1)), [], ["data.augment", "Write true"]),
     ("int-for-list", edit(("eval.ks", 5)), [], ["eval.ks", "[5]"]),
-    ("string-for-float", edit(("model.alpha", "90")), [], ["model.alpha", "a number > 0"]),
+    ("string-for-float", edit(("hdml.alpha", "90")), [], ["hdml.alpha", "a number > 0", "Remove the quotes: 90."]),
     ("table-for-string", edit(("model.backbone", {"name": "x"})), [], ["model.backbone"]),
     ("loss-argument-type", edit(("loss.l2_reg", "a lot")), [], ["loss.l2_reg", "a finite number"]),
     # out of range
     ("negative-seed", edit(("experiment.seed", -1)), [], ["experiment.seed", "an int >= 0"]),
-    ("soft-weight", edit(("model.soft_weight", 1.5)), [], ["model.soft_weight", "[0, 1]"]),
+    ("soft-weight", edit(("hdml.soft_weight", 1.5)), [], ["hdml.soft_weight", "[0, 1]"]),
     ("zero-decay-factor", edit(("train.lr_decay_factor", 0.0)), [], ["train.lr_decay_factor", "(0, 1]"]),
     ("tiny-image", edit(("data.image_size", 4)), [], ["data.image_size", "[8, 4096]"]),
     ("zero-learning-rate", edit(("train.learning_rate", 0)), [], ["train.learning_rate", "> 0"]),
-    ("infinite-beta", edit(("model.beta", math.inf)), [], ["model.beta", "inf"]),
+    ("infinite-beta", edit(("hdml.beta", math.inf)), [], ["hdml.beta", "inf"]),
     ("batch-of-one", edit(("train.batch_size", 1)), [], ["train.batch_size", ">= 2"]),
     ("bad-name", edit(("experiment.name", "my run")), [], ["experiment.name", "my run"]),
     ("repeated-ks", edit(("eval.ks", [1, 1])), [], ["eval.ks", "repeated"]),
     ("unknown-metric", edit(("eval.metrics", ["recall", "nmii"])), [], ["eval.metrics", "'nmi'"]),
     ("bad-choice", edit(("data.crop", "center")), [], ["data.crop", '"random", "resized"']),
     ("bad-case-choice", edit(("eval.split", "Test")), [], ["eval.split", "Write 'test'"]),
-    ("bad-statistics", edit(("model.synthetic_statistics", "updates")), [], ["model.synthetic_statistics", "'update'"]),
+    ("bad-statistics", edit(("hdml.synthetic_statistics", "updates")), [], ["hdml.synthetic_statistics", "'update'"]),
+    ("zero-initial-mean", edit(("hdml.initial_mean", 0.0)), [], ["hdml.initial_mean", "a number > 0"]),
     ("unknown-builtin", edit(("data.builtin", "mnist")), [], ["data.builtin", '"digits", "procedural"']),
     ("unknown-backbone", edit(("model.backbone", "googlenett")), [], ["model.backbone", "'googlenet'"]),
     ("unknown-loss", edit(("loss.type", "tripplet")), [], ["loss.type", "'triplet'"]),
@@ -235,8 +263,7 @@ def test_bad_spec_through_cli(tmp_path, capsys, spec, overrides, needles):
     for item in overrides:
         argv += ["--set", item]
     assert main(argv) == 2
-    captured = capsys.readouterr()
-    out = flat(captured.out + captured.err)
+    out = printed(capsys)
     assert "Traceback" not in out
     assert "error:" in out and str(path) in out
     for needle in needles:
@@ -264,7 +291,7 @@ def test_impossible_batches_on_a_real_store(tiny_store, tmp_path, capsys, change
     path = tmp_path / "store.toml"
     path.write_text(dump_spec(spec), encoding="utf-8")
     assert main(["validate", str(path)]) == 2
-    out = flat(capsys.readouterr().out)
+    out = printed(capsys)
     assert "Traceback" not in out
     for needle in needles:
         assert needle in out, f"{needle!r} not in {out!r}"
@@ -273,9 +300,9 @@ def test_impossible_batches_on_a_real_store(tiny_store, tmp_path, capsys, change
 def test_possible_batches_on_a_real_store(tiny_store, capsys):
     spec = edit(("data.builtin", None), ("data.path", str(tiny_store)), ("train.batch_size", 6))
     resolved = parse_spec(spec)  # npair N = 3 of 3 classes; K = 8 < 9 test images
-    assert resolved["data"]["image_size"] == 227 and resolved["data"]["classes"] == 0
+    assert resolved.data.image_size == 227 and resolved.data.classes == 0
     triplet = edit(("loss.type", "triplet"), ("loss.mining", "structured"), ("train.batch_size", 3), base=spec)
-    assert parse_spec(triplet)["loss"]["mining"] == "structured"
+    assert parse_spec(triplet).loss.params["mining"] == "structured"
     # without check_files the store is not opened: an impossible batch goes unnoticed
     parse_spec(edit(("train.batch_size", 40), base=spec), check_files=False)
 
@@ -286,26 +313,29 @@ def test_not_a_store(tmp_path, capsys):
     path = tmp_path / "s.toml"
     path.write_text(dump_spec(edit(("data.builtin", None), ("data.path", str(fake)))))
     assert main(["validate", str(path)]) == 2
-    out = flat(capsys.readouterr().out)
+    out = printed(capsys)
     assert "data.path" in out and "not a valid kerasml store" in out and "Traceback" not in out
 
 
 def test_missing_spec_file(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.toml")]) == 2
-    out = flat(capsys.readouterr().out)
+    out = printed(capsys)
     assert "nope.toml" in out and "existing TOML spec file" in out and "Traceback" not in out
     with pytest.raises(SpecError):
         load_spec(tmp_path)
 
 
-def test_builtin_sizes_match_the_data(digits_store):
-    from kerasml.spec import _DIGITS
-
+def test_builtin_sizes_match_the_data(digits_store, tmp_path):
+    """The sources' split counts (what the spec checks builtin data with) are those of their stores."""
     with data.open_store(digits_store) as store:
-        for split in ("train", "test"):
-            labels = store.split_labels(split)
-            assert len(set(labels.tolist())) == _DIGITS[split]["classes"]
-            assert len(labels) == _DIGITS[split]["images"]
+        for split, expected in DigitsSource.split_counts().items():
+            assert SplitCounts.from_labels(store.split_labels(split)) == expected, split
+    for classes in (5, 6):  # an odd number: the larger half trains, as `kerasml.data.ingest` splits it
+        out = tmp_path / f"procedural{classes}.h5"
+        data.ingest("procedural", out, classes=classes, image_size=8, quiet=True)
+        with data.open_store(out) as store:
+            for split, expected in ProceduralSource.split_counts(classes).items():
+                assert SplitCounts.from_labels(store.split_labels(split)) == expected, (classes, split)
     # the store path gives the same verdicts as builtin = "digits"
     spec = edit(("data.builtin", None), ("data.path", str(digits_store)))
     parse_spec(spec)
@@ -348,7 +378,7 @@ def test_all_problems_reported_at_once(tmp_path, capsys):
     path = tmp_path / "many.toml"
     path.write_text(dump_spec(spec))
     assert main(["validate", str(path), "--set", "train.max_steps=0"]) == 2
-    out = flat(capsys.readouterr().out)
+    out = printed(capsys)
     assert all(key in out for key in keys) and "6 problems" in out
 
 
@@ -356,7 +386,7 @@ def test_python_values_and_pickling(tmp_path):
     spec = parse_spec(
         edit(("eval.ks", (1, 2)), ("data.builtin", None), ("data.path", tmp_path / "s.h5")), check_files=False
     )
-    assert spec["eval"]["ks"] == [1, 2] and spec["data"]["path"] == str(tmp_path / "s.h5")
+    assert spec.eval.ks == [1, 2] and spec.data.path == str(tmp_path / "s.h5")
     with pytest.raises(SpecError) as info:
         parse_spec(edit(("experiment.name", None), ("train.batch_size", 3)))
     copy_ = pickle.loads(pickle.dumps(info.value))
@@ -403,35 +433,35 @@ def test_overrides_are_toml_values():
             "data.normalization = unit",
         ],
     )
-    assert spec["train"]["max_steps"] == 100
-    assert spec["model"]["hdml"] is False
-    assert spec["eval"]["ks"] == [1, 2, 4]
-    assert spec["data"]["builtin"] == "digits" and spec["data"]["classes"] == 0
-    assert spec["experiment"]["name"] == "2024"
-    assert spec["train"]["learning_rate"] == 1e-3
-    assert spec["model"]["backbone_options"] == {"feature_dim": 8}
-    assert spec["loss"]["l2_reg"] == 0.01
-    assert spec["train"]["eval_every"] == [[50, 10], [100, 25]]
-    assert spec["data"]["normalization"] == "unit"
+    assert spec.train.max_steps == 100
+    assert spec.model.hdml is False
+    assert spec.eval.ks == [1, 2, 4]
+    assert spec.data.builtin == "digits" and spec.data.classes == 0
+    assert spec.experiment.name == "2024"
+    assert spec.train.learning_rate == 1e-3
+    assert spec.model.backbone_options == {"feature_dim": 8}
+    assert spec.loss.params["l2_reg"] == 0.01
+    assert spec.train.eval_every == [[50, 10], [100, 25]]
+    assert spec.data.normalization == "unit"
 
 
 def test_override_switches_the_data_source(tmp_path):
     spec = parse_spec(BASE, overrides=["data.path=data/cub20.h5"], check_files=False)
-    assert (spec["data"]["path"], spec["data"]["builtin"]) == ("data/cub20.h5", "")
-    assert spec["data"]["image_size"] == 227  # the default follows the source
+    assert (spec.data.path, spec.data.builtin) == ("data/cub20.h5", "")
+    assert spec.data.image_size == 227  # the default follows the source
     back = parse_spec(edit(("data.builtin", None), ("data.path", "x.h5")), overrides=["data.builtin=digits"])
-    assert (back["data"]["path"], back["data"]["builtin"], back["data"]["image_size"]) == ("", "digits", 32)
+    assert (back.data.path, back.data.builtin, back.data.image_size) == ("", "digits", 32)
     # both given by --set: a conflict, not a silent choice
     problems = parse_spec_problems(BASE, overrides=["data.builtin=digits", "data.path=x.h5"], check_files=False)
     assert [p.key for p in problems] == ["data"]
 
 
 def test_overrides_are_validated():
-    problems = parse_spec_problems(BASE, overrides=["train.batch_size=7", "model.alpha=-1", "eval.kss=[1]"])
-    assert [p.key for p in problems] == ["model.alpha", "train.batch_size", "eval.kss"]
+    problems = parse_spec_problems(BASE, overrides=["train.batch_size=7", "hdml.alpha=-1", "eval.kss=[1]"])
+    assert [p.key for p in problems] == ["hdml.alpha", "train.batch_size", "eval.kss"]
     assert problems[1].hint.endswith("(from --set train.batch_size=7)")
     assert "'eval.ks'" in problems[2].hint
-    assert parse_spec(BASE, overrides="train.batch_size=4")["train"]["batch_size"] == 4  # one string is one override
+    assert parse_spec(BASE, overrides="train.batch_size=4").train.batch_size == 4  # one string is one override
 
 
 def test_cli_overrides(tmp_path, capsys):
@@ -442,7 +472,7 @@ def test_cli_overrides(tmp_path, capsys):
     assert "valid:" in out and "120 │ --set" in out and "Traceback" not in out
     assert main(["validate", str(path), "--set", "train.max_steps=120", "--toml"]) == 0
     printed = capsys.readouterr().out
-    assert parse_spec(printed)["train"]["max_steps"] == 120
+    assert parse_spec(printed).train.max_steps == 120
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,10 +481,9 @@ def test_cli_overrides(tmp_path, capsys):
 
 def test_defaults_filled():
     spec = parse_spec(BASE)
-    for section, defaults in DEFAULTS.items():
-        assert set(defaults) <= set(spec[section]), section
-    assert spec["experiment"] == {"name": "t", "seed": 0, "output_dir": "runs"}
-    assert spec["data"] == {
+    assert isinstance(spec, Spec) and tuple(spec.model_dump()) == SECTIONS
+    assert spec.experiment.model_dump() == {"name": "t", "seed": 0, "output_dir": "runs"}
+    assert spec.data.model_dump() == {
         "path": "",
         "builtin": "digits",
         "classes": 0,
@@ -465,54 +494,98 @@ def test_defaults_filled():
         "workers": 0,
         "use_multiprocessing": False,
     }
-    model = spec["model"]
-    assert (model["embedding_dim"], model["hdml"], model["alpha"], model["beta"]) == (128, True, 90.0, 5000.0)
-    assert (model["soft_weight"], model["softmax_factor"], model["block_size"]) == (0.5, 1e4, 64)
-    assert (model["generator_units"], model["synthetic_statistics"], model["weights"]) == (512, "batch", "")
-    assert spec["loss"] == {"type": "npair", "l2_reg": losses.NPairLoss().l2_reg}
-    train = spec["train"]
-    assert (train["learning_rate"], train["generator_learning_rate"], train["classifier_learning_rate"]) == (
-        7e-5,
-        1e-2,
-        1e-3,
+    model = spec.model
+    assert (model.embedding_dim, model.hdml, model.weights) == (128, True, "")
+    hdml = spec.hdml
+    assert (hdml.alpha, hdml.beta, hdml.soft_weight, hdml.softmax_factor) == (90.0, 5000.0, 0.5, 1e4)
+    assert (hdml.block_size, hdml.initial_mean, hdml.generator_units, hdml.synthetic_statistics) == (
+        64,
+        1e6,
+        512,
+        "batch",
     )
-    assert (train["weight_decay"], train["lr_decay_steps"], train["lr_decay_factor"]) == (0.0, [], 0.5)
-    assert (train["eval_every"], train["log_every"], train["checkpoint_metric"]) == ([[300, 30]], 50, "recall@1")
-    assert spec["eval"] == {"ks": [1, 2, 4, 8], "metrics": ["recall", "nmi", "f1"], "split": "test", "batch_size": 64}
-    assert DEFAULTS["eval"]["ks"] == [1, 2, 4, 8, 16, 32]
+    assert spec.hdml == HDMLSection()
+    assert spec.loss.model_dump() == {"type": "npair", "l2_reg": losses.NPairLoss().l2_reg}
+    train = spec.train
+    assert (train.learning_rate, hdml.generator_learning_rate, hdml.classifier_learning_rate) == (7e-5, 1e-2, 1e-3)
+    assert (train.weight_decay, train.lr_decay_steps, train.lr_decay_factor) == (0.0, [], 0.5)
+    assert (train.eval_every, train.log_every, train.checkpoint_metric) == ([[300, 30]], 50, "recall@1")
+    assert spec.eval.model_dump() == {
+        "ks": [1, 2, 4, 8],
+        "metrics": ["recall", "nmi", "f1"],
+        "split": "test",
+        "batch_size": 64,
+    }
+    assert EvalSection().ks == [1, 2, 4, 8, 16, 32]
+
+
+def test_hdml_keys_are_the_model_arguments():
+    """[hdml] maps 1:1 onto HDMLModel's own arguments, with its defaults."""
+    assert tuple(HDMLSection.model_fields) == HDML_ARGUMENTS
+    own = inspect.signature(HDMLModel).parameters
+    base = inspect.signature(MetricModel).parameters
+    assert set(HDML_ARGUMENTS) == set(own) - set(base) - {"num_classes"}
+    assert HDMLSection().model_dump() == {name: own[name].default for name in HDML_ARGUMENTS}
+    # the table is read whether HDML is on or off
+    plain = parse_spec(edit(("model.hdml", False), ("hdml.alpha", 45.0)))
+    assert plain.hdml.alpha == 45.0 and not plain.model.hdml
+
+
+def test_loss_arguments_follow_the_constructor():
+    for entry in losses.catalog():
+        if losses.get(entry.name).layout is losses.layouts.HEADS:
+            continue  # experiments build [B, D] embeddings
+        spec = parse_spec(edit(("loss.type", entry.name), ("model.hdml", False), ("train.batch_size", 6)))
+        parameters = inspect.signature(entry.cls).parameters
+        expected = {
+            name: p.default
+            for name, p in parameters.items()
+            if name not in ("name", "reduction", "dtype") and p.default is not None
+        }
+        assert spec.loss.type == entry.name and spec.loss.params == expected, entry.name
+
+
+def test_spec_is_typed_and_frozen():
+    spec = parse_spec(BASE)
+    assert isinstance(spec.train.batch_size, int) and isinstance(spec.hdml.alpha, float)
+    with pytest.raises(pydantic.ValidationError):
+        spec.train.batch_size = 4
+    with pytest.raises(pydantic.ValidationError):
+        spec.train = None
 
 
 def test_defaults_that_depend_on_other_keys():
     procedural = parse_spec(edit(("data.builtin", "procedural")))
-    assert (procedural["data"]["classes"], procedural["data"]["image_size"]) == (100, 64)
+    assert (procedural.data.classes, procedural.data.image_size) == (100, 64)
+    assert (ProceduralSource.default_classes, ProceduralSource.default_image_size) == (100, 64)
     store = parse_spec(edit(("data.builtin", None), ("data.path", "s.h5")), check_files=False)
-    assert store["data"]["image_size"] == 227
-    assert parse_spec(edit(("train.max_steps", 5)))["train"]["eval_every"] == [[5, 1]]
-    assert parse_spec(edit(("train.eval_every", 7)))["train"]["eval_every"] == [[300, 7]]
-    triplet = parse_spec(edit(("loss.type", "Triplet"), ("model.hdml", False)))["loss"]
-    assert triplet == {"type": "triplet", "margin": 1.0, "mining": "all", "distance": "squared"}
-    assert parse_spec(edit(("eval.metrics", ["nmi", "f1"])))["train"]["checkpoint_metric"] == "nmi"
-    assert parse_spec(edit(("eval.ks", [2, 4])))["train"]["checkpoint_metric"] == "recall@2"
-    angular = parse_spec(edit(("loss.type", "AngularLoss")))["loss"]
-    assert angular["type"] == "angular" and set(angular) > {"alpha_degrees", "npair_weight", "normalize"}
+    assert store.data.image_size == 227
+    assert parse_spec(edit(("train.max_steps", 5))).train.eval_every == [[5, 1]]
+    assert parse_spec(edit(("train.eval_every", 7))).train.eval_every == [[300, 7]]
+    triplet = parse_spec(edit(("loss.type", "Triplet"), ("model.hdml", False))).loss
+    assert triplet.model_dump() == {"type": "triplet", "margin": 1.0, "mining": "all", "distance": "squared"}
+    assert parse_spec(edit(("eval.metrics", ["nmi", "f1"]))).train.checkpoint_metric == "nmi"
+    assert parse_spec(edit(("eval.ks", [2, 4]))).train.checkpoint_metric == "recall@2"
+    angular = parse_spec(edit(("loss.type", "AngularLoss"))).loss
+    assert angular.type == "angular" and set(angular.params) > {"alpha_degrees", "npair_weight", "normalize"}
 
 
 def test_normalised_types():
     spec = parse_spec(
         edit(
             ("model.backbone", "Small-CNN"),
-            ("model.alpha", 90),
+            ("hdml.alpha", 90),
             ("loss.type", "NpairLoss"),
             ("loss.l2_reg", 0),
             ("train.checkpoint_metric", "Recall@2"),
             ("data.normalization", "ImageNet"),
         )
     )
-    assert spec["model"]["backbone"] == "small_cnn"
-    assert spec["model"]["alpha"] == 90.0 and isinstance(spec["model"]["alpha"], float)
-    assert spec["loss"] == {"type": "npair", "l2_reg": 0.0} and isinstance(spec["loss"]["l2_reg"], float)
-    assert spec["train"]["checkpoint_metric"] == "recall@2"
-    assert spec["data"]["normalization"] == "imagenet"
+    assert spec.model.backbone == "small_cnn"
+    assert spec.hdml.alpha == 90.0 and isinstance(spec.hdml.alpha, float)
+    assert spec.loss.model_dump() == {"type": "npair", "l2_reg": 0.0} and isinstance(spec.loss.params["l2_reg"], float)
+    assert spec.train.checkpoint_metric == "recall@2"
+    assert spec.data.normalization == "imagenet"
 
 
 def test_input_is_not_modified():
@@ -520,6 +593,25 @@ def test_input_is_not_modified():
     before = copy.deepcopy(spec)
     parse_spec(spec, overrides=["train.max_steps=10"])
     assert spec == before
+
+
+def test_provenance():
+    overrides = ["train.max_steps=100", "model.backbone_options.feature_dim=8", "loss.l2_reg=0.01"]
+    spec, provenance = resolve_spec(dump_spec(BASE), overrides)
+    assert set(provenance) == {f"{s}.{k}" for s, table in spec.model_dump().items() for k in table}
+    assert provenance["train.max_steps"] == "--set train.max_steps=100"
+    assert provenance["model.backbone_options"] == "--set model.backbone_options.feature_dim=8"
+    assert provenance["loss.l2_reg"] == "--set loss.l2_reg=0.01"
+    assert provenance["train.batch_size"] == provenance["loss.type"] == "spec"
+    assert provenance["hdml.alpha"] == provenance["data.image_size"] == provenance["train.eval_every"] == "default"
+
+
+def test_format_value():
+    assert format_value([1, 2]) == "[1, 2]" and format_value([]) == "[]" and format_value({}) == "{}"
+    assert format_value(300.0) == "300.0" and format_value(math.inf) == "inf" and format_value(True) == "true"
+    assert format_value('a "b"') == '"a \\"b\\""'
+    assert format_value({"variant": "caffe", "a b": [1]}) == '{ variant = "caffe", "a b" = [1] }'
+    assert format_value(object).startswith("<class")  # not TOML: shown with repr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -532,7 +624,7 @@ def test_dump_parse_round_trip():
         ("model.backbone_options", {"feature_dim": 8, "filters": [4, 8], "name": "a b"}),
         ("train.learning_rate", 1.2345678e-7),
         ("train.lr_decay_steps", [10, 200]),
-        ("model.softmax_factor", 1e16),
+        ("hdml.softmax_factor", 1e16),
         ("eval.metrics", ["recall", "map@r", "r_precision"]),
         ("train.checkpoint_metric", "r_precision"),
     )
@@ -569,7 +661,7 @@ def test_study_flags_table():
     spec = parse_spec(BASE)
     for key in STUDY_FLAGS.values():
         section, name = key.split(".")
-        assert name in spec[section], key
+        assert name in type(getattr(spec, section)).model_fields, key
     import kerasml.spec
 
     doc = kerasml.spec.__doc__
@@ -577,7 +669,7 @@ def test_study_flags_table():
     for flag, key in STUDY_FLAGS.items():
         assert f"``{flag}``" in table and f"``{key}``" in table
     # the study's own spellings of the losses are accepted
-    assert parse_spec(edit(("loss.type", "NpairLoss")))["loss"]["type"] == "npair"
+    assert parse_spec(edit(("loss.type", "NpairLoss"))).loss.type == "npair"
 
 
 def _spec_files():
@@ -613,31 +705,38 @@ def test_study_specs(dataset):
             path = SPECS / f"{stem}.toml"
             assert path.read_text().startswith(f"# {stem}: the study's"), "a header saying what it reproduces"
             spec = load_spec(path, check_files=False)
-            assert spec["experiment"]["name"] == stem
-            assert spec["data"]["path"] == store
-            assert spec["model"]["backbone"] == "googlenet" and spec["model"]["hdml"] is hdml
-            assert spec["loss"]["type"] == loss
+            assert spec.experiment.name == stem
+            assert spec.data.path == store
+            assert spec.model.backbone == "googlenet" and spec.model.hdml is hdml
+            assert spec.loss.type == loss
             if loss == "triplet":
-                assert spec["loss"]["mining"] == "structured"
-            train = spec["train"]
-            assert train["batch_size"] == batches[loss]
-            assert (train["learning_rate"], train["weight_decay"], train["max_steps"]) == (7e-5, 5e-3, 8000)
-            assert train["eval_every"] == schedule
-            assert spec["eval"]["ks"] == ks
+                assert spec.loss.params["mining"] == "structured"
+            train = spec.train
+            assert train.batch_size == batches[loss]
+            assert (train.learning_rate, train.weight_decay, train.max_steps) == (7e-5, 5e-3, 8000)
+            assert train.eval_every == schedule
+            assert spec.eval.ks == ks
+            if hdml:  # the HDML authors' FLAGS.py values
+                assert (spec.hdml.alpha, spec.hdml.soft_weight, spec.hdml.softmax_factor) == (90.0, 0.5, 1e4)
+                assert (spec.hdml.generator_learning_rate, spec.hdml.classifier_learning_rate) == (0.01, 0.001)
+                assert spec.hdml.synthetic_statistics == "update"
 
 
 def test_quickstart_and_procedural_specs():
     quick = load_spec(SPECS / "quickstart.toml")
-    assert quick["data"]["builtin"] == "digits" and quick["model"]["backbone"] == "small_cnn"
-    assert (quick["loss"]["type"], quick["model"]["hdml"], quick["train"]["batch_size"]) == ("npair", True, 10)
-    assert quick["train"]["max_steps"] == 300
+    assert quick.data.builtin == "digits" and quick.model.backbone == "small_cnn"
+    assert (quick.loss.type, quick.model.hdml, quick.train.batch_size) == ("npair", True, 10)
+    assert quick.train.max_steps == 300 and quick.hdml.block_size == 32
     plain = load_spec(SPECS / "procedural_npair_plain.toml")
     hdml = load_spec(SPECS / "procedural_npair_hdml.toml")
-    assert plain["data"]["builtin"] == "procedural" and not plain["model"]["hdml"] and hdml["model"]["hdml"]
+    assert plain.data.builtin == "procedural" and not plain.model.hdml and hdml.model.hdml
+    tables = []
     for spec in (plain, hdml):
-        spec["experiment"]["name"] = ""
-        spec["model"]["hdml"] = None
-    assert plain == hdml, "the two procedural specs differ only in name and model.hdml"
+        table = spec.model_dump()
+        table["experiment"]["name"] = ""
+        table["model"]["hdml"] = None
+        tables.append(table)
+    assert tables[0] == tables[1], "the two procedural specs differ only in name and model.hdml"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,10 +751,25 @@ def test_evaluation_steps():
     assert evaluation_steps({"max_steps": 30, "eval_every": [[10, 5]]}) == [5, 10, 15, 20, 25, 30]
     assert evaluation_steps({"max_steps": 12, "eval_every": [[10, 5], [100, 1]]}) == [5, 10, 11, 12]
     assert evaluation_steps(parse_spec(BASE)) == list(range(30, 301, 30))
+    assert evaluation_steps(parse_spec(BASE).train) == list(range(30, 301, 30))
 
 
 def test_docstring_examples():
     import kerasml.spec
 
-    result = doctest.testmod(kerasml.spec)
-    assert result.attempted >= 3 and result.failed == 0
+    attempted = 0
+    for module in [
+        kerasml.spec,
+        *(importlib.import_module(m.name) for m in pkgutil.iter_modules(kerasml.spec.__path__, "kerasml.spec.")),
+    ]:
+        result = doctest.testmod(module)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted >= 3
+
+
+def test_spec_modules_are_small():
+    import kerasml.spec
+
+    for path in Path(kerasml.spec.__file__).parent.glob("*.py"):
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 500, path.name

@@ -1,121 +1,24 @@
-"""Image augmentation and normalisation with OpenCV and NumPy (no framework ops).
+"""Image augmentation with OpenCV and NumPy (no framework ops), then normalisation.
 
 Training: random resized crop (a random region of ``scale`` x the area and ``ratio``
 aspect, resized to the model size) and a horizontal flip with probability 1/2. Evaluation:
 the centre ``image_size`` square when the stored images are larger (the usual "resize 256,
-centre crop 224"), else a resize. Then per-backbone normalisation to float32.
-
-Normalisations (:data:`NORMALIZATIONS`):
-
-============ ============================================================== ====================
-name         maths on RGB uint8 ``x``                                        used by
-============ ============================================================== ====================
-``imagenet`` ``(x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]`` torchvision weights
-``caffe``    BGR order, ``x - [103.939, 116.779, 123.68]``                   VGG/ResNet (keras)
-``tf``       ``x / 127.5 - 1``                                               MobileNet, Inception
-``unit``     ``x / 255``                                                     small CNNs
-``none``     ``x`` as float32                                                models that normalise
-============ ============================================================== ====================
-
-A backbone name (``normalization="googlenet"``) takes the backbone's own preprocessing from
-``kerasml.models.backbones.preprocessing``.
+centre crop 224"), else a resize. Then a normalisation to float32, defined once in
+:mod:`kerasml.preprocessing` (``"imagenet"``, ``"caffe"``, ``"tf"``, ``"unit"``, ``"none"``, or a
+backbone name for that backbone's own preprocessing); :class:`Normalization`,
+:data:`NORMALIZATIONS` and :func:`get_normalization` are re-exported from there.
 """
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NORMALIZATIONS", "Augment", "Normalization", "get_normalization"]
+from kerasml._validation import check_choice
+from kerasml.preprocessing import NORMALIZATIONS, Normalization, get_normalization
 
+__all__ = ["CROPS", "NORMALIZATIONS", "Augment", "Normalization", "get_normalization"]
 
-@dataclass(frozen=True)
-class Normalization:
-    """``(x[..., order] * scale - mean) / std`` on uint8 RGB images, as float32.
-
-    Attributes:
-        mean: per-channel mean (after ``scale``, in the output channel order).
-        std: per-channel standard deviation.
-        scale: multiplies the uint8 values first (``1/255`` for [0, 1]).
-        bgr: reverse the channels to BGR first.
-    """
-
-    mean: tuple = (0.0, 0.0, 0.0)
-    std: tuple = (1.0, 1.0, 1.0)
-    scale: float = 1.0
-    bgr: bool = False
-
-    def __call__(self, images):
-        """Normalise ``uint8 [..., 3]`` RGB images to float32."""
-        if self.bgr:
-            images = images[..., ::-1]
-        a = (self.scale / np.asarray(self.std, np.float32)).astype(np.float32)
-        b = (-np.asarray(self.mean, np.float32) / np.asarray(self.std, np.float32)).astype(np.float32)
-        out = np.multiply(images, a, dtype=np.float32)  # uint8 -> float32 and scale in one pass
-        out += b
-        return out
-
-
-NORMALIZATIONS = {
-    "imagenet": Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0 / 255.0),
-    "caffe": Normalization((103.939, 116.779, 123.68), (1.0, 1.0, 1.0), 1.0, bgr=True),
-    "tf": Normalization((1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 1.0 / 127.5),
-    "unit": Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0 / 255.0),
-    "none": Normalization(),
-}
-
-
-def _from_preprocessing(pre):
-    """A :class:`Normalization` from a ``kerasml.models.backbones.Preprocessing``-like object."""
-    mean, std = tuple(pre.mean), tuple(pre.std)
-    mean = mean * 3 if len(mean) == 1 else mean
-    std = std * 3 if len(std) == 1 else std
-    return Normalization(mean, std, float(pre.scale), bgr=str(pre.channel_order).upper() == "BGR")
-
-
-def get_normalization(spec):
-    """A :class:`Normalization` from a name, a backbone name, a ``(mean, std)`` pair or an object.
-
-    Args:
-        spec: a key of :data:`NORMALIZATIONS`; a backbone name (``"googlenet"``,
-            ``"small_cnn"``, a ``keras.applications`` name), resolved with
-            ``kerasml.models.backbones.preprocessing``; a ``Preprocessing`` of that module
-            (anything with ``mean``, ``std``, ``scale``, ``channel_order``); a ``(mean, std)``
-            pair on the [0, 1] scale; a :class:`Normalization`; or ``None`` (``"none"``).
-
-    Raises:
-        ValueError: for an unknown name or a malformed pair.
-    """
-    if spec is None:
-        return NORMALIZATIONS["none"]
-    if isinstance(spec, Normalization):
-        return spec
-    if all(hasattr(spec, key) for key in ("mean", "std", "scale", "channel_order")):
-        return _from_preprocessing(spec)
-    if isinstance(spec, str):
-        key = spec.lower()
-        if key in NORMALIZATIONS:
-            return NORMALIZATIONS[key]
-        try:
-            from kerasml.models import backbones
-
-            return _from_preprocessing(backbones.preprocessing(spec))
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ValueError(
-                f"Invalid value for argument `normalization`. Expected one of {sorted(NORMALIZATIONS)}, a backbone "
-                f"name (e.g. 'googlenet', 'small_cnn', 'ResNet50') or a (mean, std) pair. Received: {spec!r}"
-            ) from error
-    try:
-        mean, std = spec
-        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        if not len(mean) == len(std) == 3:
-            raise ValueError("need 3 values each")
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Invalid value for argument `normalization`. Expected a name or a (mean, std) pair of 3 floats each "
-            f"on the [0, 1] scale. Received: {spec!r}"
-        ) from error
-    return Normalization(mean, std, 1.0 / 255.0)
+CROPS = ("resized", "random")
 
 
 class Augment:
@@ -126,7 +29,7 @@ class Augment:
         scale: area range of the random resized crop. Defaults to ``(0.16, 1.0)``.
         ratio: aspect-ratio range of the crop. Defaults to ``(3/4, 4/3)``.
         flip: random horizontal flips. Defaults to ``True``.
-        normalization: see :func:`get_normalization`. Defaults to ``"imagenet"``.
+        normalization: see :func:`kerasml.preprocessing.get_normalization`. Defaults to ``"imagenet"``.
         crop: ``"resized"`` (random resized crop, default) or ``"random"`` (a plain random
             ``image_size`` crop of the stored image, e.g. 227 of 256 as in the HDML code).
 
@@ -155,8 +58,7 @@ class Augment:
             raise ValueError(f"Invalid value for argument `scale`. Expected 0 < low <= high <= 1. Received: {scale!r}")
         if not (0 < ratio[0] <= ratio[1]):
             raise ValueError(f"Invalid value for argument `ratio`. Expected 0 < low <= high. Received: {ratio!r}")
-        if crop not in ("resized", "random"):
-            raise ValueError(f"Invalid value for argument `crop`. Expected 'resized' or 'random'. Received: {crop!r}")
+        check_choice("crop", crop, CROPS)
         self.image_size = int(image_size)
         self.scale = tuple(float(s) for s in scale)
         self.ratio = tuple(float(r) for r in ratio)

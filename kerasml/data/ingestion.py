@@ -136,9 +136,9 @@ class IngestResult:
 
 
 def _version():
-    import kerasml
+    from kerasml._version import __version__
 
-    return kerasml.__version__
+    return __version__
 
 
 def _decode_fit(payload, size, fit):

@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from kerasml.losses import layouts
+
 __all__ = ["MPerClassSampler", "NPairSampler", "Sampler", "TripletSampler", "get_sampler"]
 
 
@@ -87,8 +89,19 @@ class Sampler:
 
     _needs_positives = True
 
+    #: the `kerasml.losses.layouts.Layout` whose batches this sampler builds (it owns the batch-size rule).
+    layout = layouts.ANY
+
     def _check(self):
         """Validate the layout against the split (subclasses)."""
+
+    def _check_layout(self):
+        problem = self.layout.batch_size_problem(self.batch_size, type(self).__name__)
+        if problem is not None:
+            expected, fix = problem
+            raise ValueError(
+                f"{type(self).__name__} needs batch_size = {expected}. Received: batch_size={self.batch_size}. {fix}"
+            )
 
     def __len__(self):
         return self.batches_per_epoch
@@ -209,13 +222,10 @@ class NPairSampler(Sampler):
     """
 
     name = "npair"
+    layout = layouts.NPAIR
 
     def _check(self):
-        if self.batch_size < 2 or self.batch_size % 2:
-            raise ValueError(
-                f"NPairSampler needs an even batch_size = 2N (N anchors, then their N positives). "
-                f"Received: batch_size={self.batch_size}. Use {self.batch_size + 1 if self.batch_size % 2 else 2}."
-            )
+        self._check_layout()
         n = self.batch_size // 2
         if n > len(self.classes):
             raise _class_too_small(
@@ -261,6 +271,7 @@ class TripletSampler(Sampler):
     """
 
     name = "triplet"
+    layout = layouts.TRIPLET
 
     def __init__(self, labels, batch_size, *, seed=0, batches_per_epoch=None, drop_singletons=False):
         n = int(batch_size) // 3 if isinstance(batch_size, (int, np.integer)) and batch_size >= 3 else 1
@@ -274,11 +285,7 @@ class TripletSampler(Sampler):
         )
 
     def _check(self):
-        if self.batch_size < 3 or self.batch_size % 3:
-            raise ValueError(
-                f"TripletSampler needs a batch_size that is a multiple of 3 ([anchors; positives; negatives]). "
-                f"Received: batch_size={self.batch_size}. Use {max(3, 3 * round(self.batch_size / 3))}."
-            )
+        self._check_layout()
         if np.unique(self.labels).size < 2:
             raise ValueError(
                 f"TripletSampler needs at least 2 classes for negatives; the split has {np.unique(self.labels).size}."

@@ -1,12 +1,12 @@
-"""Keras layers of kerasml: the embedding projector and HDML's building blocks.
+"""General Keras layers of kerasml.
 
 - `EmbeddingProjector`: features ``y`` → embeddings ``z`` (batch-norm + linear).
-- `HardnessAwareAugmentation`: HDML eq. (1), with ``J_avg`` as state.
-- `HDMLGenerator`: HDML's generator, embeddings → features.
-- `BlockMean`: the 64-step block mean behind ``J_avg`` and ``J̄_gen``.
+- `kerasml.layers.batch_norm`: the batch-norm helper shared by the projector and
+  HDML's generator (statistics updates that can be switched off per call).
+
+HDML's layers (`BlockMean`, `HardnessAwareAugmentation`, `HDMLGenerator`) live in `kerasml.hdml`.
 """
 
-from kerasml.layers.hdml import BlockMean, HardnessAwareAugmentation, HDMLGenerator
 from kerasml.layers.projector import EmbeddingProjector
 
-__all__ = ["BlockMean", "EmbeddingProjector", "HDMLGenerator", "HardnessAwareAugmentation"]
+__all__ = ["EmbeddingProjector"]

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from kerasml.layers._batch_norm import add_batch_norm_weights, batch_norm
-from kerasml.losses._pairwise import l2_normalize
+from kerasml.layers.batch_norm import add_batch_norm_weights, batch_norm
+from kerasml.losses.pairwise import l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="kerasml")

@@ -16,45 +16,49 @@ class                  function                    batch layout
 `AngularLoss`          `angular_loss`              ``[a_1..a_N; p_1..p_N]``
 `DivergenceLoss`       `divergence_loss`           ``y_pred`` ``[B, M, D]``
 =====================  ==========================  ============================
+
+Each loss owns its batch layout (`MetricLoss.layout`, see
+`kerasml.losses.layouts`) and, where HDML applies, its synthetic loss;
+`catalog()` lists them all with their spec names and aliases.
 """
 
-import difflib
-import re
-
-import keras
-
+from kerasml.losses import layouts
 from kerasml.losses._base import MetricLoss
-from kerasml.losses._layouts import check_npair_batch, check_triplet_batch
 from kerasml.losses.angular import AngularLoss, angular_loss
 from kerasml.losses.contrastive import ContrastiveLoss, contrastive_loss
 from kerasml.losses.divergence import DivergenceLoss, divergence_loss
+from kerasml.losses.layouts import Layout, check_npair_batch, check_triplet_batch
 from kerasml.losses.lifted import LiftedStructureLoss, lifted_structure_loss
 from kerasml.losses.npair import NPairLoss, npair_loss
+from kerasml.losses.registry import LossEntry, Registry
 from kerasml.losses.triplet import TripletLoss, triplet_loss
 
-_CLASSES = {
-    cls.__name__: cls
-    for cls in (ContrastiveLoss, TripletLoss, LiftedStructureLoss, NPairLoss, AngularLoss, DivergenceLoss)
-}
-
-# Keys are names lower-cased with "_", "-", " " and a trailing "loss" removed.
-# The study's spellings ("Triplet", "NpairLoss", "LiftedStructLoss"...) reduce to these.
-_ALIASES = {
-    "contrastive": ContrastiveLoss,
-    "triplet": TripletLoss,
-    "liftedstructure": LiftedStructureLoss,
-    "liftedstruct": LiftedStructureLoss,
-    "lifted": LiftedStructureLoss,
-    "npair": NPairLoss,
-    "npairs": NPairLoss,
-    "angular": AngularLoss,
-    "divergence": DivergenceLoss,
-}
+#: Every kerasml loss, in the order the docs and ``kerasml losses`` list them.
+LOSSES = (ContrastiveLoss, TripletLoss, LiftedStructureLoss, NPairLoss, AngularLoss, DivergenceLoss)
+_REGISTRY = Registry(LOSSES)
 
 
-def _key(name):
-    key = re.sub(r"[\s_\-]", "", name).lower()
-    return key[: -len("loss")] if key.endswith("loss") and len(key) > 4 else key
+def catalog():
+    """Every loss as a `LossEntry` (spec name, class, aliases, layout, HDML): one list for docs, CLI and errors.
+
+    >>> import kerasml
+    >>> [entry.name for entry in kerasml.losses.catalog()][:2]
+    ['contrastive', 'triplet']
+    """
+    return _REGISTRY.catalog()
+
+
+def loss_class(name):
+    """The loss class for a spec name, alias or class name (case- and separator-insensitive).
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones and the closest.
+
+    >>> import kerasml
+    >>> kerasml.losses.loss_class("NpairLoss").__name__
+    'NPairLoss'
+    """
+    return _REGISTRY.loss_class(name)
 
 
 def get(identifier):
@@ -85,51 +89,30 @@ def get(identifier):
     >>> kerasml.losses.get({"type": "triplet", "margin": 0.2}).margin
     0.2
     """
-    if isinstance(identifier, keras.losses.Loss):
-        return identifier
-    if isinstance(identifier, str):
-        return _class_for(identifier)()
-    if isinstance(identifier, dict):
-        if "type" in identifier:
-            params = {k: v for k, v in identifier.items() if k != "type"}
-            return _class_for(identifier["type"])(**params)
-        if "class_name" in identifier:
-            cls = _class_for(identifier["class_name"])
-            return cls.from_config(dict(identifier.get("config", {})))
-    raise ValueError(
-        "Invalid value for argument `identifier`. Expected a loss name, a config "
-        "dict with 'class_name' or 'type', or a keras.losses.Loss. "
-        f"Received: identifier={identifier!r}"
-    )
-
-
-def _class_for(name):
-    if name in _CLASSES:
-        return _CLASSES[name]
-    cls = _ALIASES.get(_key(str(name)))
-    if cls is not None:
-        return cls
-    known = sorted(_ALIASES)
-    close = difflib.get_close_matches(_key(str(name)), known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"Unknown kerasml loss {name!r}. Known names: {', '.join(known)}.{hint}")
+    return _REGISTRY.get(identifier)
 
 
 __all__ = [
+    "LOSSES",
     "AngularLoss",
     "ContrastiveLoss",
     "DivergenceLoss",
+    "Layout",
     "LiftedStructureLoss",
+    "LossEntry",
     "MetricLoss",
     "NPairLoss",
     "TripletLoss",
     "angular_loss",
+    "catalog",
     "check_npair_batch",
     "check_triplet_batch",
     "contrastive_loss",
     "divergence_loss",
     "get",
+    "layouts",
     "lifted_structure_loss",
+    "loss_class",
     "npair_loss",
     "triplet_loss",
 ]

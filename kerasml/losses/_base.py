@@ -5,7 +5,18 @@ import numpy as np
 from keras import ops
 
 from kerasml._backend import is_concrete
-from kerasml.losses._pairwise import as_embeddings, as_labels
+from kerasml._validation import check_choice
+from kerasml.losses.layouts import ANY
+from kerasml.losses.pairwise import as_embeddings, as_labels
+
+#: HDML's conventions (`kerasml.hdml.conventions`), the values ``real_loss`` / ``synthetic_loss`` accept:
+#: ``"kerasml"`` (the paper's clean form) and ``"authors"`` (the HDML authors' code, ``wzzheng/HDML``).
+HDML_CONVENTIONS = ("kerasml", "authors")
+
+
+def check_convention(convention):
+    """Raise ValueError in Keras' form unless ``convention`` is one of `HDML_CONVENTIONS`."""
+    check_choice("convention", convention, HDML_CONVENTIONS)
 
 
 class MetricLoss(keras.losses.Loss):
@@ -20,12 +31,27 @@ class MetricLoss(keras.losses.Loss):
     - the loss is a property of the batch (it compares samples with each other),
       so it is not a per-sample vector and takes no ``sample_weight``.
 
+    A loss answers for itself every question the rest of kerasml asks about it:
+
+    - ``layout``: its batch structure (a `kerasml.losses.layouts.Layout`: the
+      sampler that builds it, the batch sizes and classes it needs, the label
+      check). Subclasses set the class attribute ``batch_layout`` (default
+      `ANY`) or override the property when it depends on arguments.
+    - ``hdml_layout``: ``"npair"`` or ``"triplet"`` when HDML can synthesise
+      hard tuples for the loss (``None`` otherwise); such a loss implements
+      ``synthetic_loss(labels, anchors, tuples, convention)``, its own formula
+      on the synthetic tuples, may override ``real_loss(labels, z,
+      convention)`` (``J_m``) where the HDML authors' code computes it
+      differently, and ``hdml_problem()`` says why HDML cannot apply.
+    - ``names``: its spec name first, then the accepted aliases (the registry,
+      `kerasml.losses.get`, is built from them).
+
     Subclasses implement ``call(y_true, y_pred)`` with ``y_true`` int32 ``[B]``
-    and ``y_pred`` float32 ``[B, D]``, and may override ``check_batch(labels)``,
-    which runs on the labels as a NumPy array whenever they are concrete (eager
-    execution, PyTorch, ``run_eagerly=True``) and raises ``ValueError`` on a
-    batch that breaks the loss's layout. Inside a traced graph the check cannot
-    run; each loss then stays finite and ignores the tuples its layout rules out.
+    and ``y_pred`` float32 ``[B, D]``. The layout's label check runs on the
+    labels as a NumPy array whenever they are concrete (eager execution,
+    PyTorch, ``run_eagerly=True``) and raises ``ValueError`` on a batch that
+    breaks it. Inside a traced graph the check cannot run; each loss then stays
+    finite and ignores the tuples its layout rules out.
 
     Args:
         name: name of the loss instance.
@@ -34,6 +60,15 @@ class MetricLoss(keras.losses.Loss):
         dtype: dtype of the returned loss value. Defaults to
             `keras.backend.floatx()`. Computation is float32 regardless.
     """
+
+    #: spec name first, then aliases (``kerasml.losses.get`` accepts each).
+    names = ()
+    #: the batch layout of every instance (see ``layout``).
+    batch_layout = ANY
+    #: the layout as one line for tables, when it depends on arguments.
+    layout_summary = None
+    #: when HDML applies, as one line for tables ("" when never).
+    hdml_summary = ""
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -56,7 +91,17 @@ class MetricLoss(keras.losses.Loss):
 
     @property
     def _checks_layout(self):
-        return type(self).check_batch is not MetricLoss.check_batch
+        return type(self.layout).check_labels is not type(ANY).check_labels
+
+    @property
+    def layout(self):
+        """The `Layout` of this loss's batches."""
+        return self.batch_layout
+
+    @property
+    def layout_name(self):
+        """How this loss is named in layout errors (its class, with arguments that set the layout)."""
+        return type(self).__name__
 
     def check_batch(self, labels):
         """Raise `ValueError` if the concrete ``labels`` break this loss's layout.
@@ -64,7 +109,53 @@ class MetricLoss(keras.losses.Loss):
         Args:
             labels: NumPy array ``[B]`` of the batch's class ids.
         """
-        del labels
+        self.layout.check_labels(labels, self.layout_name)
+
+    @property
+    def hdml_layout(self):
+        """``"npair"`` or ``"triplet"``: the tuples HDML synthesises for this loss; ``None`` if it cannot."""
+        return None
+
+    def hdml_problem(self):
+        """``None`` when HDML can synthesise for this loss, else one sentence saying why not."""
+        if self.hdml_layout is not None:
+            return None
+        return f"{type(self).__name__} has no anchor/positive/negative tuples to synthesise"
+
+    def real_loss(self, labels, embeddings, convention="kerasml"):
+        """HDML's ``J_m``: this loss on the real batch, in the form of ``convention``.
+
+        ``"kerasml"``: the loss itself. ``"authors"``: the form of the HDML
+        authors' code where it differs from this loss (`TripletLoss` sums over
+        triplets); the loss itself otherwise.
+
+        Args:
+            labels: int labels ``[B]``.
+            embeddings: the real embeddings ``z`` ``[B, D]``.
+            convention: ``"kerasml"`` or ``"authors"``. Defaults to ``"kerasml"``.
+        """
+        check_convention(convention)
+        return self(labels, embeddings)
+
+    def synthetic_loss(self, labels, anchors, tuples, convention="kerasml"):
+        """HDML's ``J_syn``: this loss on synthetic tuples (see `kerasml.hdml`).
+
+        Args:
+            labels: int labels ``[B]`` of the real batch.
+            anchors: N-pair layout: the synthetic anchors ``ã`` ``[N, D]``;
+                triplet layout: the synthetic batch ``[ã; p̃; ñ]`` ``[3n, D]``.
+            tuples: N-pair layout: ``[N, N, D]``, row ``i`` holding ``ñ_ij``
+                (the pulled ``p_j``; ``ñ_ii`` is the positive); triplet: ``None``.
+            convention: ``"kerasml"`` (the loss's own terms on the tuples) or
+                ``"authors"`` (as the HDML authors' code computes it: each loss
+                says how). Defaults to ``"kerasml"``.
+
+        Raises:
+            ValueError: for a loss HDML cannot synthesise for.
+        """
+        del labels, anchors, tuples
+        check_convention(convention)
+        raise ValueError(f"HDML cannot synthesise for this loss: {self.hdml_problem()}.")
 
     def get_config(self):
         return {**super().get_config(), "dtype": self._requested_dtype}

@@ -5,16 +5,22 @@ import math
 import keras
 from keras import ops
 
-from kerasml.losses._base import MetricLoss
-from kerasml.losses._layouts import check_npair_batch
-from kerasml.losses._pairwise import (
+from kerasml.losses._base import MetricLoss, check_convention
+from kerasml.losses.layouts import NPAIR
+from kerasml.losses.npair import (
+    npair_cross_entropy,
+    split_pairs,
+    synthetic_npair_cross_entropy,
+    synthetic_squared_norm,
+)
+from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
+    identity_mask,
     l2_normalize,
     masked_logsumexp,
     masked_mean,
 )
-from kerasml.losses.npair import npair_cross_entropy, split_pairs
 
 
 def _angular_term(labels, embeddings, tan_sq):
@@ -109,6 +115,10 @@ class AngularLoss(MetricLoss):
         ICCV 2017.
     """
 
+    names = ("angular",)
+    batch_layout = NPAIR
+    hdml_summary = "yes: N² synthetic negatives per batch"
+
     def __init__(
         self,
         alpha_degrees=40.0,
@@ -132,8 +142,40 @@ class AngularLoss(MetricLoss):
         self.l2_reg = float(l2_reg)
         self.normalize = bool(normalize)
 
-    def check_batch(self, labels):
-        check_npair_batch(labels, loss_name=type(self).__name__)
+    @property
+    def hdml_layout(self):
+        return "npair"
+
+    def synthetic_loss(self, labels, anchors, tuples, convention="kerasml"):
+        """``J_syn``: the angular term with ``ñ_ii`` as positive and ``ñ_ij, j ≠ i`` as negatives.
+
+        ``f_ij = 4 tan²α (ã_i + ñ_ii)·ñ_ij − 2 (1 + tan²α) ã_i·ñ_ii`` and
+        ``mean_i log(1 + Σ_{j≠i} exp f_ij)``, plus ``npair_weight`` times the
+        synthetic N-pair cross-entropy. ``convention="kerasml"``: ``l2_reg``
+        acts on real embeddings only; ``"authors"``: plus ``l2_reg · ½
+        (mean‖ã‖² + mean‖ñ‖²)`` on the raw synthetic embeddings, as the HDML
+        authors' code does for its N-pair loss (they never ran the angular loss
+        with HDML).
+        """
+        del labels
+        check_convention(convention)
+        regularizer = 0.0
+        if convention == "authors" and self.l2_reg:
+            regularizer = self.l2_reg * synthetic_squared_norm(anchors, tuples)
+        if self.normalize:
+            anchors, tuples = l2_normalize(anchors), l2_normalize(tuples)
+        diagonal = identity_mask(ops.shape(anchors)[0])
+        positives = ops.sum(ops.where(ops.expand_dims(diagonal, -1), tuples, 0.0), axis=1)  # ñ_ii [N, D]
+        tan_sq = math.tan(math.radians(self.alpha_degrees)) ** 2
+        centre = ops.sum(ops.expand_dims(anchors + positives, 1) * tuples, axis=-1)  # [N, N]
+        pair = ops.sum(anchors * positives, axis=-1, keepdims=True)  # [N, 1]
+        f = 4.0 * tan_sq * centre - 2.0 * (1.0 + tan_sq) * pair
+        value = self.angular_weight * ops.mean(
+            ops.logaddexp(0.0, masked_logsumexp(f, ops.logical_not(diagonal), axis=1))
+        )
+        if self.npair_weight:
+            value = value + self.npair_weight * synthetic_npair_cross_entropy(anchors, tuples)
+        return value + regularizer
 
     def call(self, y_true, y_pred):
         return angular_loss(

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasml.losses._base import MetricLoss
-from kerasml.losses._pairwise import (
+from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
     batch_size,
@@ -86,6 +86,8 @@ class ContrastiveLoss(MetricLoss):
         Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an
         Invariant Mapping", CVPR 2006.
     """
+
+    names = ("contrastive",)
 
     def __init__(self, margin=1.0, name="contrastive_loss", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)

@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from kerasml.losses._base import MetricLoss
-from kerasml.losses._pairwise import as_embeddings
+from kerasml.losses.layouts import HEADS
+from kerasml.losses.pairwise import as_embeddings
 
 
 def _split_heads(embeddings, heads):
@@ -90,6 +91,9 @@ class DivergenceLoss(MetricLoss):
         Kim, Goyal, Chawla, Lee, Kwon, "Attention-based Ensemble for Deep Metric
         Learning", ECCV 2018.
     """
+
+    names = ("divergence",)
+    batch_layout = HEADS
 
     def __init__(self, margin=1.0, heads=None, name="divergence_loss", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)

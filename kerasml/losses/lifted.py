@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasml.losses._base import MetricLoss
-from kerasml.losses._pairwise import (
+from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
     label_masks,
@@ -85,6 +85,8 @@ class LiftedStructureLoss(MetricLoss):
         Song, Xiang, Jegelka, Savarese, "Deep Metric Learning via Lifted
         Structured Feature Embedding", CVPR 2016.
     """
+
+    names = ("lifted", "lifted_structure", "LiftedStructLoss")
 
     def __init__(self, margin=1.0, name="lifted_structure_loss", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)

@@ -3,12 +3,13 @@
 import keras
 from keras import ops
 
-from kerasml.losses._base import MetricLoss
-from kerasml.losses._layouts import check_npair_batch
-from kerasml.losses._pairwise import (
+from kerasml.losses._base import MetricLoss, check_convention
+from kerasml.losses.layouts import NPAIR
+from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
     batch_size,
+    identity_mask,
     masked_mean,
 )
 
@@ -35,6 +36,31 @@ def npair_cross_entropy(anchor_labels, positive_labels, anchors, positives):
     count = ops.sum(target, axis=1)
     target_logit = ops.sum(logits * target, axis=1) / ops.maximum(count, 1.0)
     return masked_mean(ops.logsumexp(logits, axis=1) - target_logit, count > 0)
+
+
+def synthetic_npair_cross_entropy(anchors, tuples):
+    """N-pair cross-entropy of HDML's synthetic tuples.
+
+    ``mean_i [logsumexp_j ã_i·ñ_ij − ã_i·ñ_ii]`` for anchors ``ã`` ``[N, D]`` and
+    tuples ``ñ`` ``[N, N, D]`` whose row ``i`` holds every ``p_j`` pulled toward
+    ``a_i`` (the diagonal ``ñ_ii`` is the positive).
+    """
+    logits = ops.sum(ops.expand_dims(anchors, 1) * tuples, axis=-1)  # [N, N]: ã_i·ñ_ij
+    own = ops.sum(ops.where(identity_mask(ops.shape(logits)[0]), logits, 0.0), axis=1)
+    return ops.mean(ops.logsumexp(logits, axis=1) - own)
+
+
+def synthetic_squared_norm(anchors, tuples):
+    """``½ (mean_i ‖ã_i‖² + mean_ij ‖ñ_ij‖²)``: the L2 term of HDML's synthetic N-pair tuples.
+
+    The HDML authors' ``J_syn`` adds ``0.25 · l2 · (mean‖ã‖² + mean‖ñ‖²)`` over the
+    N synthetic anchors and the N² tuples, diagonal included (``wzzheng/HDML``
+    lib/Loss_ops.py:261-266, called with ``reg_lambda = loss_l2_reg`` at
+    main_npair.py:118-122); with ``l2_reg = l2 / 2`` that is ``l2_reg`` times this.
+    """
+    anchor_norms = ops.mean(ops.sum(ops.square(anchors), axis=-1))
+    tuple_norms = ops.mean(ops.sum(ops.square(tuples), axis=-1))
+    return 0.5 * (anchor_norms + tuple_norms)
 
 
 def _npair(labels, embeddings, l2_reg):
@@ -106,12 +132,32 @@ class NPairLoss(MetricLoss):
         Objective", NeurIPS 2016.
     """
 
+    names = ("npair", "npairs", "n_pair", "NpairLoss")
+    batch_layout = NPAIR
+    hdml_summary = "yes: N² synthetic negatives per batch"
+
     def __init__(self, l2_reg=0.002, name="npair_loss", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.l2_reg = float(l2_reg)
 
-    def check_batch(self, labels):
-        check_npair_batch(labels, loss_name=type(self).__name__)
+    @property
+    def hdml_layout(self):
+        return "npair"
+
+    def synthetic_loss(self, labels, anchors, tuples, convention="kerasml"):
+        """``J_syn = mean_i [logsumexp_j ã_i·ñ_ij − ã_i·ñ_ii]``.
+
+        ``convention="kerasml"``: ``l2_reg`` acts on real embeddings only.
+        ``"authors"``: plus ``l2_reg · ½ (mean‖ã‖² + mean‖ñ‖²)`` over the
+        synthetic anchors and tuples, as the HDML authors' code (see
+        `synthetic_squared_norm`).
+        """
+        del labels
+        check_convention(convention)
+        value = synthetic_npair_cross_entropy(anchors, tuples)
+        if convention == "authors" and self.l2_reg:
+            value = value + self.l2_reg * synthetic_squared_norm(anchors, tuples)
+        return value
 
     def call(self, y_true, y_pred):
         return _npair(y_true, y_pred, self.l2_reg)

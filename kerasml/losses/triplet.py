@@ -1,112 +1,81 @@
-"""Triplet margin loss with structured batches or label-based mining."""
+"""Triplet margin loss with structured batches, label-based mining or any miner and distance."""
 
 import keras
+import numpy as np
 from keras import ops
 
-from kerasml.losses._base import MetricLoss
-from kerasml.losses._layouts import check_triplet_batch
-from kerasml.losses._pairwise import (
-    as_embeddings,
-    as_labels,
-    batch_size,
-    label_masks,
-    masked_mean,
-    pairwise_squared_distances,
-    safe_sqrt,
-)
+from kerasml._backend import is_concrete
+from kerasml._validation import check_choice
+from kerasml.losses import distances, miners
+from kerasml.losses._base import MetricLoss, check_convention
+from kerasml.losses.layouts import ANY, TRIPLET
+from kerasml.losses.mined import mean_triplet_hinge
+from kerasml.losses.pairwise import as_embeddings, as_labels, batch_size, masked_mean
 
 MINING_MODES = ("structured", "all", "hard", "semihard")
+#: the `distance` names TripletLoss takes as strings (other distances: objects or dicts).
 DISTANCES = ("squared", "euclidean")
-# Finite stand-in for "no candidate" in masked min/max (distances are far smaller).
-_FAR = 1e30
+#: what each mining shorthand stands for: ``None`` is every triplet.
+SHORTHANDS = {"all": None, "hard": miners.BatchHardMiner, "semihard": miners.SemiHardMiner}
 
 
-def _check_choice(argument, value, choices):
-    if value not in choices:
+def _distance(distance):
+    """A `Distance` from TripletLoss's ``distance``: ``"squared"``/``"euclidean"``, a dict or an object."""
+    if isinstance(distance, str) and distance not in DISTANCES:
         raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one of {choices}. Received: {argument}={value!r}"
+            f"Invalid value for argument `distance`. Expected one of {DISTANCES}, a dict "
+            '{"type": name, ...arguments} or a `kerasml.losses.distances.Distance` (e.g. '
+            f"`distances.Cosine()`). Received: distance={distance!r}."
         )
+    return distances.get(distance)
 
 
-def _distances(embeddings, distance):
-    d2 = pairwise_squared_distances(embeddings)
-    return d2 if distance == "squared" else safe_sqrt(d2)
+def _serialize_distance(distance):
+    value = distances.serialize(distance)
+    return {"type": value} if isinstance(value, str) and value not in DISTANCES else value
 
 
-def _row_distance(a, b, distance):
-    d2 = ops.sum(ops.square(a - b), axis=1)
-    return d2 if distance == "squared" else safe_sqrt(d2)
+def _miner(mining, miner):
+    """The effective miner of a ``mining`` shorthand and an explicit ``miner`` (at most one of them)."""
+    check_choice("mining", mining, MINING_MODES)
+    miner = miners.get(miner)
+    if miner is not None and mining != "all":
+        raise ValueError(
+            "Invalid value for argument `miner`. Expected None when `mining` is not 'all' (the mining "
+            "shorthands name a miner themselves). Received: "
+            f"mining={mining!r}, miner={miner!r}. Pass one of them."
+        )
+    if miner is None and SHORTHANDS.get(mining) is not None:
+        miner = SHORTHANDS[mining]()
+    return miner
 
 
-def _structured(labels, embeddings, margin, distance):
+def _mined(labels, embeddings, margin, distance, miner):
+    """Mean hinge over the triplets ``miner`` selects (every valid one for ``None``), O(B²) memory."""
+    d = distance.dissimilarity(distance.pairwise(embeddings))
+    return mean_triplet_hinge(d, miners.mine_triplets(miner, labels, d, distance, embeddings), margin)
+
+
+def _structured(labels, embeddings, margin, distance, reduction="mean"):
     n = batch_size(embeddings) // 3
     anchors, positives, negatives = embeddings[:n], embeddings[n : 2 * n], embeddings[2 * n : 3 * n]
     la, lp, ln = labels[:n], labels[n : 2 * n], labels[2 * n : 3 * n]
     valid = ops.logical_and(la == lp, la != ln)
-    d_ap = _row_distance(anchors, positives, distance)
-    d_an = _row_distance(anchors, negatives, distance)
-    return masked_mean(ops.relu(d_ap - d_an + margin), valid)
+    d_ap = distance.dissimilarity(distance.paired(anchors, positives))
+    d_an = distance.dissimilarity(distance.paired(anchors, negatives))
+    hinges = ops.relu(d_ap - d_an + margin)
+    if reduction == "sum":
+        return ops.sum(ops.where(valid, hinges, 0.0))
+    return masked_mean(hinges, valid)
 
 
-def _all(labels, embeddings, margin, distance):
-    """Batch-all mean in O(B² log B) time and O(B²) memory, without the [B, B, B] hinge tensor.
-
-    For an anchor, ``Σ_{p, n} max(D_ap + m − D_an, 0) = Σ_p (c_p t_p − s_p)`` with
-    ``t_p = D_ap + m``, ``c_p`` the number of its negatives with ``D_an < t_p`` and
-    ``s_p`` the sum of their distances. Sorting the anchor's negative distances
-    together with its thresholds ``t_p`` gives every ``c_p`` and ``s_p`` as running
-    counts and sums; negatives tied with a threshold add 0 either way.
-    """
-    d = _distances(embeddings, distance)
-    positive, negative = label_masks(labels)
-    negative_f = ops.cast(negative, "float32")
-    positive_f = ops.cast(positive, "float32")
-    zeros = ops.zeros_like(negative_f)
-    # Per anchor row: its negatives' distances (others sent past every threshold),
-    # then its positives' thresholds (others sent before every negative).
-    values = ops.concatenate([ops.where(negative, d, _FAR), ops.where(positive, d + margin, -_FAR)], axis=1)
-    is_negative = ops.concatenate([negative_f, zeros], axis=1)
-    is_threshold = ops.concatenate([zeros, positive_f], axis=1)
-    order = ops.argsort(ops.stop_gradient(values), axis=1)
-    sorted_values = ops.take_along_axis(values, order, axis=1)
-    sorted_negative = ops.take_along_axis(is_negative, order, axis=1)
-    negatives_below = ops.cumsum(sorted_negative, axis=1)
-    distance_below = ops.cumsum(sorted_negative * sorted_values, axis=1)
-    # Each threshold entry collects c_p t_p − s_p.
-    per_threshold = ops.take_along_axis(is_threshold, order, axis=1) * (
-        negatives_below * sorted_values - distance_below
-    )
-    triplets = ops.sum(ops.sum(positive_f, axis=1) * ops.sum(negative_f, axis=1))
-    return ops.sum(per_threshold) / ops.maximum(triplets, 1.0)
+def _authors_reduction(convention):
+    """Triplets are summed in the HDML authors' code (``wzzheng/HDML`` lib/Loss_ops.py:164-168)."""
+    check_convention(convention)
+    return "sum" if convention == "authors" else "mean"
 
 
-def _hard(labels, embeddings, margin, distance):
-    d = _distances(embeddings, distance)
-    positive, negative = label_masks(labels)
-    hardest_positive = ops.max(ops.where(positive, d, 0.0), axis=1)
-    hardest_negative = ops.min(ops.where(negative, d, _FAR), axis=1)
-    valid = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
-    return masked_mean(ops.relu(hardest_positive - hardest_negative + margin), valid)
-
-
-def _semihard(labels, embeddings, margin, distance):
-    d = _distances(embeddings, distance)
-    positive, negative = label_masks(labels)
-    d_ap = ops.expand_dims(d, 2)  # [a, p, 1]
-    d_an = ops.expand_dims(d, 1)  # [a, 1, n]
-    negative_3d = ops.expand_dims(negative, 1)  # [a, 1, n]
-    semihard = ops.logical_and(negative_3d, d_an > d_ap)  # [a, p, n]
-    nearest_semihard = ops.min(ops.where(semihard, d_an, _FAR), axis=2)  # [a, p]
-    hardest_negative = ops.max(ops.where(negative, d, -_FAR), axis=1, keepdims=True)  # [a, 1]
-    chosen = ops.where(ops.any(semihard, axis=2), nearest_semihard, hardest_negative)
-    valid = ops.logical_and(positive, ops.any(negative, axis=1, keepdims=True))
-    return masked_mean(ops.relu(d - chosen + margin), valid)
-
-
-_MINERS = {"structured": _structured, "all": _all, "hard": _hard, "semihard": _semihard}
-
-
-def triplet_loss(labels, embeddings, margin=1.0, mining="all", distance="squared"):
+def triplet_loss(labels, embeddings, margin=1.0, mining="all", distance="squared", miner=None):
     """Triplet margin loss of a batch, functional form of `TripletLoss`.
 
     ``L = mean over the selected triplets (a, p, n) of max(D_ap − D_an + m, 0)``,
@@ -118,14 +87,18 @@ def triplet_loss(labels, embeddings, margin=1.0, mining="all", distance="squared
         embeddings: float ``[B, D]``.
         margin: ``m``.
         mining: ``"structured"``, ``"all"``, ``"hard"`` or ``"semihard"``.
-        distance: ``"squared"`` or ``"euclidean"``.
+        distance: ``"squared"``, ``"euclidean"``, a dict or a `Distance`.
+        miner: a `kerasml.losses.miners.Miner` (or its name / dict), with
+            ``mining="all"``; ``None`` for the ``mining`` shorthand.
 
     Returns:
         The scalar loss (float32).
     """
-    _check_choice("mining", mining, MINING_MODES)
-    _check_choice("distance", distance, DISTANCES)
-    return _MINERS[mining](as_labels(labels), as_embeddings(embeddings), float(margin), distance)
+    miner, distance = _miner(mining, miner), _distance(distance)
+    labels, embeddings = as_labels(labels), as_embeddings(embeddings)
+    if mining == "structured":
+        return _structured(labels, embeddings, float(margin), distance)
+    return _mined(labels, embeddings, float(margin), distance, miner)
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
@@ -150,17 +123,37 @@ class TripletLoss(MetricLoss):
       invalid rows are skipped.
 
     Any mode returns 0 with zero gradient when the batch has no valid triplet.
+    ``"hard"`` and ``"semihard"`` are shorthands for
+    ``miner=BatchHardMiner()`` and ``miner=SemiHardMiner()``; ``miner=`` takes
+    any `kerasml.losses.miners` miner instead (with ``mining="all"``), e.g.
+    ``TripletMarginMiner(0.2, "semihard")`` or ``DistanceWeightedMiner()``. A
+    pair miner gives the triplets made of a mined positive and a mined
+    negative pair of one anchor. Mining and the batch-all mean take O(B²)
+    memory and O(B² log B) time (each anchor's row is sorted once), never a
+    ``[B, B, B]`` tensor.
+
+    ``distance`` takes ``"squared"``, ``"euclidean"``, or any
+    `kerasml.losses.distances.Distance` (``distances.Cosine()``,
+    ``{"type": "cosine"}``): with a similarity ``S`` the hinge reads
+    ``max(S_an − S_ap + m, 0)``.
 
     Defaults follow HDML's authors (squared distance, margin 1, unnormalised
     embeddings) except that triplets are averaged rather than summed: their
     loss is ``n ×`` this one. pytorch-metric-learning's `TripletMarginLoss`
-    defaults to Euclidean distance on normalised embeddings, margin 0.05.
+    defaults to Euclidean distance on normalised embeddings, margin 0.05, and
+    averages only the non-zero terms; ``TripletMarginLoss(margin=1, distance=
+    LpDistance(normalize_embeddings=False, power=2), reducer=MeanReducer())``
+    gives the values of ``mining="all"``, and with a PML miner those of the
+    same kerasml miner.
 
     Args:
         margin: ``m``. Defaults to ``1.0``.
         mining: ``"all"``, ``"hard"``, ``"semihard"`` or ``"structured"``.
             Defaults to ``"all"``.
-        distance: ``"squared"`` or ``"euclidean"``. Defaults to ``"squared"``.
+        distance: ``"squared"``, ``"euclidean"``, ``{"type": name, ...}`` or a
+            `kerasml.losses.distances.Distance`. Defaults to ``"squared"``.
+        miner: a `kerasml.losses.miners.Miner`, a miner name or ``{"type": name,
+            ...arguments}``, used with ``mining="all"``. Defaults to ``None``.
         name: name of the loss. Defaults to ``"triplet_loss"``.
         reduction: accepted for Keras compatibility (the loss is a scalar).
         dtype: dtype of the returned value; computation is float32.
@@ -179,37 +172,79 @@ class TripletLoss(MetricLoss):
         Leibe, "In Defense of the Triplet Loss for Person Re-Identification", 2017.
     """
 
+    names = ("triplet", "Triplet")
+    layout_summary = 'any labelled batch; [anchors; positives; negatives] with mining="structured"'
+    hdml_summary = 'with mining="structured": one synthetic negative per triplet'
+
     def __init__(
         self,
         margin=1.0,
         mining="all",
         distance="squared",
+        miner=None,
         name="triplet_loss",
         reduction="sum_over_batch_size",
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        _check_choice("mining", mining, MINING_MODES)
-        _check_choice("distance", distance, DISTANCES)
+        self._miner = _miner(mining, miner)
         self.margin = float(margin)
         self.mining = mining
-        self.distance = distance
+        self.distance = _distance(distance)
+        self.miner = miners.get(miner)
 
     @property
-    def _checks_layout(self):
-        return self.mining == "structured"
+    def layout(self):
+        return TRIPLET if self.mining == "structured" else ANY
 
-    def check_batch(self, labels):
+    @property
+    def layout_name(self):
+        return f"{type(self).__name__}(mining={self.mining!r})"
+
+    @property
+    def hdml_layout(self):
+        return "triplet" if self.mining == "structured" else None
+
+    def hdml_problem(self):
         if self.mining == "structured":
-            check_triplet_batch(labels, loss_name=f"{type(self).__name__}(mining='structured')")
+            return None
+        return (
+            f"TripletLoss mines its triplets from the labels with mining={self.mining!r}; use "
+            "TripletLoss(mining='structured') with kerasml.data.TripletSampler"
+        )
+
+    def real_loss(self, labels, embeddings, convention="kerasml"):
+        """``J_m``: this loss; with ``convention="authors"`` (structured mining) summed over triplets.
+
+        The HDML authors sum their triplet loss over the batch (``wzzheng/HDML``
+        lib/Loss_ops.py:164-168), so their ``J_m`` is ``n ×`` this loss's mean.
+        """
+        if _authors_reduction(convention) == "mean" or self.mining != "structured":
+            return super().real_loss(labels, embeddings, convention)
+        if is_concrete(labels):
+            self.check_batch(np.asarray(ops.convert_to_numpy(labels)).reshape(-1))
+        value = _structured(as_labels(labels), as_embeddings(embeddings), self.margin, self.distance, "sum")
+        return ops.cast(value, self.dtype)
+
+    def synthetic_loss(self, labels, anchors, tuples, convention="kerasml"):
+        """``J_syn``: the structured triplet loss of the synthetic batch ``[ã; p̃; ñ]`` (``tuples`` unused).
+
+        Averaged over the triplets, or summed with ``convention="authors"`` (as
+        the HDML authors' code, main_triplet.py:111).
+        """
+        del tuples
+        return _structured(labels, anchors, self.margin, self.distance, _authors_reduction(convention))
 
     def call(self, y_true, y_pred):
-        return _MINERS[self.mining](y_true, y_pred, self.margin, self.distance)
+        if self.mining == "structured":
+            return _structured(y_true, y_pred, self.margin, self.distance)
+        return _mined(y_true, y_pred, self.margin, self.distance, self._miner)
 
     def get_config(self):
         return {
             **super().get_config(),
             "margin": self.margin,
             "mining": self.mining,
-            "distance": self.distance,
+            "distance": _serialize_distance(self.distance),
+            "miner": distances.serialize(self.miner),
         }

@@ -1,11 +1,11 @@
-"""Models: backbones, and the embedding models trained with or without HDML.
+"""Models: backbones and the embedding model.
 
 - `kerasml.models.backbones`: feature extractors (GoogLeNet, keras.applications, a small CNN).
-- `HDMLModel`: backbone → projector → embedding, trained with HDML (or without: ``hdml=False``).
-- `MetricModel`: the plain baseline (`HDMLModel` with ``hdml=False``).
+- `MetricModel`: backbone → projector → embedding, trained on a metric loss. HDML's
+  model, `kerasml.hdml.HDMLModel`, subclasses it.
 """
 
 from kerasml.models import backbones
-from kerasml.models.hdml_model import HDMLModel, MetricModel
+from kerasml.models.metric_model import MetricModel
 
-__all__ = ["HDMLModel", "MetricModel", "backbones"]
+__all__ = ["MetricModel", "backbones"]

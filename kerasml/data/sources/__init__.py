@@ -13,7 +13,7 @@ procedural seeded OpenCV renderings, any number of classes (offline)    first ha
 """
 
 from kerasml.data.errors import SourceError
-from kerasml.data.sources.base import Catalog, Source
+from kerasml.data.sources.base import Catalog, Source, SplitCounts
 from kerasml.data.sources.cars196 import Cars196Source
 from kerasml.data.sources.cub import CUBSource
 from kerasml.data.sources.digits import DigitsSource
@@ -31,6 +31,7 @@ __all__ = [
     "ProceduralSource",
     "SOPSource",
     "Source",
+    "SplitCounts",
     "get_source",
 ]
 

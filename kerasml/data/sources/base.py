@@ -15,7 +15,7 @@ import numpy as np
 
 from kerasml.data.errors import SourceError
 
-__all__ = ["Catalog", "Source"]
+__all__ = ["Catalog", "Source", "SplitCounts"]
 
 
 @dataclass
@@ -57,6 +57,28 @@ class Catalog:
         return self.class_names[index]
 
 
+@dataclass(frozen=True)
+class SplitCounts:
+    """How many classes and images one split of a dataset holds (what a batch layout can ask of it).
+
+    Attributes:
+        classes: the distinct classes.
+        images: the images.
+        classes_with_pairs: the classes with 2 or more images (an anchor and a positive).
+    """
+
+    classes: int
+    images: int
+    classes_with_pairs: int
+
+    @classmethod
+    def from_labels(cls, labels):
+        """The counts of a split from its image labels (any int array-like)."""
+        labels = np.asarray(labels).reshape(-1)
+        per_class = np.unique(labels, return_counts=True)[1] if labels.size else np.zeros(0, np.int64)
+        return cls(classes=int(per_class.size), images=int(labels.size), classes_with_pairs=int((per_class >= 2).sum()))
+
+
 class Source(abc.ABC):
     """One dataset: how to list it, read it and choose its classes.
 
@@ -76,6 +98,10 @@ class Source(abc.ABC):
     default_image_size = 256
     #: how the standard split is defined (shown by ``kerasml info``).
     standard_split = ""
+    #: the classes a generated dataset has when none are asked for (``None``: the data fixes them).
+    default_classes = None
+    #: the most classes a generated dataset can have (``None``: the data fixes them).
+    max_classes = None
 
     def __init__(self, path=None):
         self.path = None if path is None else Path(path)
@@ -87,6 +113,20 @@ class Source(abc.ABC):
     def options(self):
         """Source-specific options recorded in the store's provenance."""
         return {}
+
+    @classmethod
+    def split_counts(cls, classes=None):
+        """The classes and images of the splits `kerasml.data.ingest` writes, known without reading any file.
+
+        Args:
+            classes: the ``classes`` given to `kerasml.data.ingest` (``None``: the standard split).
+
+        Returns:
+            ``{"train": SplitCounts, "test": SplitCounts}``, or ``None`` when only the data can tell
+            (every source that reads files).
+        """
+        del classes
+        return None
 
     @abc.abstractmethod
     def _build_catalog(self):

@@ -7,7 +7,7 @@ retrieve well, so it proves the pipeline rather than a method.
 
 import numpy as np
 
-from kerasml.data.sources.base import Catalog, Source
+from kerasml.data.sources.base import Catalog, Source, SplitCounts
 
 __all__ = ["DigitsSource"]
 
@@ -23,6 +23,23 @@ class DigitsSource(Source):
     needs_path = False
     default_image_size = 32
     standard_split = "digits 0-4 train, 5-9 test"
+    # the images per split of scikit-learn's load_digits (digits 0-4: 901, 5-9: 896)
+    _IMAGES = {"train": 901, "test": 896}
+
+    @classmethod
+    def split_counts(cls, classes=None):
+        """The standard split's counts: 5 classes on each side, 901 train and 896 test images (no file read).
+
+        Args:
+            classes: ignored (digits has one split).
+
+        Returns:
+            ``{"train": SplitCounts(5, 901, 5), "test": SplitCounts(5, 896, 5)}``.
+        """
+        del classes
+        return {
+            split: SplitCounts(classes=5, images=images, classes_with_pairs=5) for split, images in cls._IMAGES.items()
+        }
 
     def _load(self):
         from sklearn.datasets import load_digits

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from kerasml.data.errors import SourceError
-from kerasml.data.sources.base import Catalog, Source
+from kerasml.data.sources.base import Catalog, Source, SplitCounts
 
 __all__ = ["LAYOUTS", "PALETTE", "PATTERNS", "SHAPES", "ProceduralSource", "render"]
 
@@ -218,8 +218,8 @@ class ProceduralSource(Source):
 
     Args:
         path: ignored.
-        classes: the number of classes to generate (``--classes`` sets it when given).
-            Defaults to 100.
+        classes: the number of classes to generate (``--classes`` sets it when given), at most
+            `MAX_CLASSES`. Defaults to 100.
         images_per_class: images rendered per class. Defaults to 20.
         seed: draws the class designs and every image. Defaults to 0.
         size: the rendered side in pixels (``kerasml ingest`` renders at ``--image-size``).
@@ -230,8 +230,14 @@ class ProceduralSource(Source):
     needs_path = False
     default_image_size = 64
     standard_split = "the first half of the generated classes train, the second half test"
+    default_classes = 100
+    #: the most classes it can generate (distinct shape/pattern/colour/layout combinations).
+    max_classes = MAX_CLASSES
+    default_images_per_class = 20
 
-    def __init__(self, path=None, *, classes=100, images_per_class=20, seed=0, size=64):
+    def __init__(
+        self, path=None, *, classes=default_classes, images_per_class=default_images_per_class, seed=0, size=64
+    ):
         super().__init__(None)
         if not isinstance(classes, (int, np.integer)) or not 2 <= classes <= MAX_CLASSES:
             raise SourceError(
@@ -244,6 +250,33 @@ class ProceduralSource(Source):
                 f"received {images_per_class!r}."
             )
         self.classes, self.images_per_class, self.seed, self.size = int(classes), int(images_per_class), seed, size
+
+    @classmethod
+    def split_counts(cls, classes=None):
+        """The counts of ``kerasml.data.ingest("procedural", classes=N)`` (no image is rendered).
+
+        The N generated classes are drawn and split by class, ``ceil(N/2)`` to train and
+        ``floor(N/2)`` to test, each with `default_images_per_class` images.
+
+        Args:
+            classes: N. Defaults to `default_classes`.
+
+        Returns:
+            ``{"train": SplitCounts, "test": SplitCounts}``.
+
+        Example:
+
+        >>> ProceduralSource.split_counts(10)["test"]
+        SplitCounts(classes=5, images=100, classes_with_pairs=5)
+        """
+        classes = cls.default_classes if classes is None else int(classes)
+        per_class = cls.default_images_per_class
+        pairs = 1 if per_class >= 2 else 0
+        halves = {"train": (classes + 1) // 2, "test": classes // 2}
+        return {
+            split: SplitCounts(classes=n, images=n * per_class, classes_with_pairs=n * pairs)
+            for split, n in halves.items()
+        }
 
     def options(self):
         """The generator's settings, recorded in the store."""

@@ -33,7 +33,7 @@ class ParameterGroupOptimizer(keras.optimizers.Optimizer):
     Example:
 
     >>> import keras, kerasml
-    >>> opt = kerasml.optimizers.ParameterGroupOptimizer(
+    >>> opt = kerasml.hdml.ParameterGroupOptimizer(
     ...     {"metric": keras.optimizers.Adam(7e-5), "head": keras.optimizers.SGD(0.1)},
     ...     prefixes={"head": ["head/"]}, default_group="metric")
     >>> sorted(opt.group_optimizers)

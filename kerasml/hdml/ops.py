@@ -1,7 +1,9 @@
 """Hardness-aware deep metric learning (HDML, Zheng et al., CVPR 2019): the maths.
 
-Pure ``keras.ops`` functions used by `kerasml.layers.HardnessAwareAugmentation`
-and `kerasml.models.HDMLModel`; each can be called on its own.
+Pure ``keras.ops`` functions used by `kerasml.hdml.HardnessAwareAugmentation`
+and `kerasml.hdml.HDMLModel`; each can be called on its own. The synthetic
+loss ``J_syn`` of each base loss lives with that loss
+(`kerasml.losses.MetricLoss.synthetic_loss`).
 
 Eq. (1), hardness-aware augmentation, with Euclidean distances
 ``d⁺ = ‖z⁺ − z‖``, ``d⁻ = ‖z⁻ − z‖`` and ``λ₀ = exp(−α / J_avg)``::
@@ -14,12 +16,10 @@ Eq. (2), the adaptive metric objective, with ``w = exp(−β / J̄_gen)``::
     J_metric = w · J_m + (1 − w) · J_syn
 """
 
-import math
-
 from keras import ops
 
-from kerasml.losses import AngularLoss, NPairLoss, TripletLoss, triplet_loss
-from kerasml.losses._pairwise import l2_normalize, masked_logsumexp, safe_sqrt
+from kerasml import losses
+from kerasml.losses.pairwise import safe_sqrt
 
 # Denominators of exp(−c / J) are floored here: J = 0 gives exp(−c / 1e-12) = 0, not NaN.
 _TINY = 1e-12
@@ -96,15 +96,20 @@ def reconstruction_loss(features, reconstructed):
     return ops.sum(ops.square(features - reconstructed))
 
 
-def soft_cross_entropy(logits, labels, num_classes):
-    """Mean softmax cross-entropy of ``logits [M, C]`` against int ``labels [M]``.
+def cross_entropy_rows(logits, labels, num_classes):
+    """Softmax cross-entropy of each row of ``logits [M, C]`` against int ``labels [M]``: ``[M]``.
 
     Built on a one-hot target, so a label outside ``[0, C)`` contributes
     ``logsumexp(logits)`` (finite) instead of the NaN that a gather gives on GPUs.
     """
     target = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype=logits.dtype)
     log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
-    return -ops.mean(ops.sum(target * log_probs, axis=-1))
+    return -ops.sum(target * log_probs, axis=-1)
+
+
+def soft_cross_entropy(logits, labels, num_classes):
+    """Mean softmax cross-entropy of ``logits [M, C]`` against int ``labels [M]`` (see `cross_entropy_rows`)."""
+    return ops.mean(cross_entropy_rows(logits, labels, num_classes))
 
 
 def generator_loss(j_recon, j_soft, soft_weight=0.5, softmax_factor=1e4):
@@ -118,73 +123,20 @@ def metric_objective(j_m, j_syn, w):
 
 
 def synthesis_layout(loss):
-    """The batch layout HDML synthesises for ``loss``: ``"npair"`` or ``"triplet"``.
+    """The batch layout HDML synthesises for ``loss``: ``"npair"`` or ``"triplet"`` (the loss's ``hdml_layout``).
 
     Raises:
-        ValueError: for a loss whose tuples HDML cannot synthesise, saying
-            which losses it supports.
+        ValueError: for a loss whose tuples HDML cannot synthesise, saying why
+            and which losses it supports (from `kerasml.losses.catalog`).
     """
-    if isinstance(loss, (NPairLoss, AngularLoss)):
-        return "npair"
-    if isinstance(loss, TripletLoss) and loss.mining == "structured":
-        return "triplet"
-    detail = (
-        "TripletLoss mines its triplets from the labels with mining="
-        f"{loss.mining!r}; use TripletLoss(mining='structured') with kerasml.data.TripletSampler"
-        if isinstance(loss, TripletLoss)
-        else f"{type(loss).__name__} has no anchor/positive/negative tuples to synthesise"
-    )
+    if isinstance(loss, losses.MetricLoss):
+        problem = loss.hdml_problem()
+    else:
+        problem = f"{type(loss).__name__} is not a kerasml loss"
+    if problem is None:
+        return loss.hdml_layout
+    supported = "; ".join(f"{entry.name} ({entry.hdml})" for entry in losses.catalog() if entry.hdml)
     raise ValueError(
-        "HDML synthesises hard negatives for tuple-structured losses: NPairLoss and AngularLoss "
-        "(batches [a_1..a_N; p_1..p_N]) and TripletLoss(mining='structured') (batches "
-        f"[anchors; positives; negatives]). {detail}. Use one of those, or hdml=False for a plain model."
+        f"HDML synthesises hard negatives for tuple-structured losses only: {supported}. {problem}. "
+        "Use one of those, or hdml=False for a plain model."
     )
-
-
-def _synthetic_npair_logits(anchors, tuples):
-    # anchors [N, D], tuples [N, N, D] -> logits [N, N] = ã_i · ñ_ij
-    return ops.sum(ops.expand_dims(anchors, 1) * tuples, axis=-1)
-
-
-def synthetic_loss(loss, labels, anchors, tuples):
-    """``J_syn``: the base loss on synthetic tuples, in the layout of `synthesis_layout`.
-
-    - N-pair: ``anchors [N, D]`` (``ã_i``) and ``tuples [N, N, D]`` (``ñ_ij``,
-      the pulled ``p_j`` of row ``i``; ``ñ_ii`` is the positive). `NPairLoss`:
-      ``mean_i [logsumexp_j ã_i·ñ_ij − ã_i·ñ_ii]`` (its ``l2_reg`` acts on real
-      embeddings only, in ``J_m``). `AngularLoss`: its ``f`` with ``ñ_ii`` as
-      positive and ``ñ_ij, j ≠ i`` as negatives, plus its N-pair term.
-    - triplet: ``anchors`` is ``[ã; p̃; ñ]`` (``[3n, D]``) and ``tuples`` is
-      None; the structured `TripletLoss` with the batch's labels.
-
-    Args:
-        loss: the base loss (`NPairLoss`, `AngularLoss`, structured `TripletLoss`).
-        labels: int labels of the real batch.
-        anchors: see above.
-        tuples: see above.
-    """
-    if isinstance(loss, TripletLoss):
-        return triplet_loss(labels, anchors, loss.margin, "structured", loss.distance)
-    n = ops.shape(anchors)[0]
-    index = ops.arange(n)
-    diagonal = ops.expand_dims(index, 1) == ops.expand_dims(index, 0)
-    if isinstance(loss, AngularLoss):
-        if loss.normalize:
-            anchors, tuples = l2_normalize(anchors), l2_normalize(tuples)
-        positives = ops.sum(ops.where(ops.expand_dims(diagonal, -1), tuples, 0.0), axis=1)  # ñ_ii [N, D]
-        tan_sq = math.tan(math.radians(loss.alpha_degrees)) ** 2
-        centre = ops.sum(ops.expand_dims(anchors + positives, 1) * tuples, axis=-1)  # [N, N]
-        pair = ops.sum(anchors * positives, axis=-1, keepdims=True)  # [N, 1]
-        f = 4.0 * tan_sq * centre - 2.0 * (1.0 + tan_sq) * pair
-        angular = ops.mean(ops.logaddexp(0.0, masked_logsumexp(f, ops.logical_not(diagonal), axis=1)))
-        value = loss.angular_weight * angular
-        if loss.npair_weight:
-            value = value + loss.npair_weight * _npair_rows(_synthetic_npair_logits(anchors, tuples), diagonal)
-        return value
-    return _npair_rows(_synthetic_npair_logits(anchors, tuples), diagonal)
-
-
-def _npair_rows(logits, diagonal):
-    everything = ops.ones_like(diagonal)
-    target = ops.sum(ops.where(diagonal, logits, 0.0), axis=1)
-    return ops.mean(masked_logsumexp(logits, everything, axis=1) - target)

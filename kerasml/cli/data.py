@@ -1,22 +1,21 @@
 """The data commands of the ``kerasml`` CLI: ``download``, ``ingest`` and ``info``.
 
 ``register(commands)`` adds them to the CLI's subparsers; every known bad input is raised
-as :class:`kerasml.cli.CLIError` (exit status 2, a message, no traceback).
+as `CLIError` (exit status 2, a message on stderr, no traceback). None of them imports
+Keras or a framework.
 """
 
 import json
 from pathlib import Path
 
-__all__ = ["register"]
+from kerasml.cli._base import CLIError, positive_int
 
-_DOWNLOADABLE = ("cub", "cars196", "sop")
-_INGESTIBLE = ("cub", "cars196", "sop", "folder", "digits", "procedural")
+__all__ = ["DOWNLOADABLE", "INGESTIBLE", "register"]
 
-
-def _cli_error(error):
-    from kerasml.cli import CLIError
-
-    return CLIError(str(error))
+# The names of kerasml.data.REMOTES and kerasml.data.SOURCES, written out so that building the
+# parser imports no data module (tests/test_cli.py checks that they agree).
+DOWNLOADABLE = ("cub", "cars196", "sop")
+INGESTIBLE = ("cub", "cars196", "sop", "folder", "digits", "procedural")
 
 
 def _cmd_download(args, console):
@@ -33,7 +32,7 @@ def _cmd_download(args, console):
             console=console,
         )
     except DataError as error:
-        raise _cli_error(error) from error
+        raise CLIError(str(error)) from error
     for result in results:
         what = {"present": "already there, verified", "downloaded": "downloaded", "resumed": "resumed, complete"}
         check = {"recorded": "no published checksum: SHA-256 recorded"}.get(result.verified, f"{result.verified} ok")
@@ -50,8 +49,6 @@ def _cmd_ingest(args, console):
     options = {}
     if args.images_per_class is not None:
         if args.name != "procedural":
-            from kerasml.cli import CLIError
-
             raise CLIError("--images-per-class applies to the procedural dataset only.")
         options["images_per_class"] = args.images_per_class
     try:
@@ -71,7 +68,7 @@ def _cmd_ingest(args, console):
             source_options=options,
         )
     except DataError as error:
-        raise _cli_error(error) from error
+        raise CLIError(str(error)) from error
     console.print(
         f"[green]{result.path}[/]: {result.images:,} images, train {result.train_classes} classes / "
         f"{result.train_images:,} images, test {result.test_classes} classes / {result.test_images:,} images "
@@ -98,14 +95,14 @@ def _cmd_info(args, console):
         with open_store(args.file) as store:
             summary = store.summary()
     except StoreError as error:
-        raise _cli_error(error) from error
+        raise CLIError(str(error)) from error
     if args.json:
         console.print(json.dumps(summary, indent=2), markup=False, highlight=False, soft_wrap=True)
         return 0
     prov = summary["provenance"]
     table = Table(title=f"kerasml store {escape(summary['path'])}", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
     rows = [
         ("format", summary["format"]),
         ("size on disk", f"{summary['file_bytes'] / 2**20:,.1f} MiB"),
@@ -134,18 +131,6 @@ def _cmd_info(args, console):
     return 0
 
 
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def register(commands):
     """Add ``download``, ``ingest`` and ``info`` to the CLI's subparsers.
 
@@ -159,7 +144,7 @@ def register(commands):
         "file is resumed, a finished one verified (checksum) and not fetched again. Proxies come from "
         "http_proxy / https_proxy / no_proxy.",
     )
-    download.add_argument("name", choices=_DOWNLOADABLE, help="the dataset")
+    download.add_argument("name", choices=DOWNLOADABLE, help="the dataset")
     download.add_argument("--to", type=Path, default=Path("data/raw"), help="target folder (default: data/raw)")
     download.add_argument(
         "--url",
@@ -183,7 +168,7 @@ def register(commands):
         "classes are drawn at random (--seed) and split 50/50 by class (the study's -n N); without it the "
         "dataset's standard split is used.",
     )
-    ingest.add_argument("name", choices=_INGESTIBLE, help="the dataset")
+    ingest.add_argument("name", choices=INGESTIBLE, help="the dataset")
     ingest.add_argument(
         "--from",
         dest="source",
@@ -192,13 +177,16 @@ def register(commands):
         help="the original archive or folder (default: data/raw; not needed for digits and procedural)",
     )
     ingest.add_argument(
-        "--out", type=Path, default=None, help="the store to write (default: data/<name><N>.h5, or data/<name>.h5)"
+        "--out",
+        type=Path,
+        default=None,
+        help="the store to write (default: a file under data/ named after the dataset and the class count)",
     )
-    ingest.add_argument("-n", "--classes", type=_positive_int, default=None, help="classes to sample (the study's -n)")
+    ingest.add_argument("-n", "--classes", type=positive_int, default=None, help="classes to sample (the study's -n)")
     ingest.add_argument("--seed", type=int, default=0, help="seed of the class draw (default: 0)")
     ingest.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="stored square side in pixels (default: 256; 32 for digits, 64 for procedural)",
     )
@@ -206,9 +194,9 @@ def register(commands):
     ingest.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
     ingest.add_argument("--overwrite", action="store_true", help="replace an existing store")
     ingest.add_argument("--compression", choices=("none", "lzf", "gzip"), default="none", help="image compression")
-    ingest.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: up to 4)")
+    ingest.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: up to 4)")
     ingest.add_argument(
-        "--images-per-class", type=_positive_int, default=None, help="procedural only: images per class (default 20)"
+        "--images-per-class", type=positive_int, default=None, help="procedural only: images per class (default 20)"
     )
     ingest.set_defaults(handler=_cmd_ingest)
 

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from kerasml.hdml import hardness_factor, pull_negatives, pull_npair_negatives
-from kerasml.layers._batch_norm import add_batch_norm_weights, batch_norm
+from kerasml.hdml.ops import hardness_factor, pull_negatives, pull_npair_negatives
+from kerasml.layers.batch_norm import add_batch_norm_weights, batch_norm
 
 LAYOUTS = ("npair", "triplet")
 
@@ -14,9 +14,13 @@ class BlockMean(keras.layers.Layer):
     """The mean of a scalar over the last complete block of ``block_size`` steps.
 
     HDML's ``J_avg`` and ``J̄_gen``: piecewise constant (not an EMA), equal to
-    ``initial`` until the first block completes. State is three non-trainable
-    variables (``value``, ``total``, ``count``), so it is saved with the model,
-    restored on resume and updated inside compiled train steps on every backend.
+    ``initial`` until the first block completes. Non-finite values (NaN, ±inf)
+    are skipped: they neither enter the mean nor count toward the block, as in
+    the HDML authors' collector (``wzzheng/HDML`` lib/nn_Ops.py:192-198, which
+    skips NaN), so a block is ``block_size`` finite values and ``value`` keeps
+    its last mean until one completes. State is three non-trainable variables
+    (``value``, ``total``, ``count``), so it is saved with the model, restored
+    on resume and updated inside compiled train steps on every backend.
 
     Args:
         block_size: steps per block. Defaults to ``64``.
@@ -38,12 +42,13 @@ class BlockMean(keras.layers.Layer):
         self.built = True
 
     def update(self, x):
-        """Add one step's value (its gradient is ignored); close the block when full."""
+        """Add one step's value (its gradient is ignored; a non-finite one is skipped); close the block when full."""
         x = ops.stop_gradient(ops.cast(x, "float32"))
-        total = self.total.value + x
-        count = self.count.value + 1.0
+        finite = ops.isfinite(x)
+        total = self.total.value + ops.where(finite, x, 0.0)
+        count = self.count.value + ops.cast(finite, "float32")
         full = count >= self.block_size
-        self.value.assign(ops.where(full, total / count, self.value.value))
+        self.value.assign(ops.where(full, total / ops.maximum(count, 1.0), self.value.value))
         self.total.assign(ops.where(full, 0.0, total))
         self.count.assign(ops.where(full, 0.0, count))
 
