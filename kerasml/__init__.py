@@ -20,10 +20,11 @@ start without loading Keras or a framework):
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from kerasml._version import __version__
 
 _SUBMODULES = (
     "data",
+    "distribution",
     "evaluation",
     "experiment",
     "hdml",
@@ -41,6 +42,7 @@ __all__ = [
     "MetricModel",
     "__version__",
     "data",
+    "distribution",
     "evaluation",
     "experiment",
     "hdml",
@@ -53,7 +55,19 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what static tools see; at run time `__getattr__` imports on first access
-    from kerasml import data, evaluation, experiment, hdml, layers, losses, models, preprocessing, reporting, spec
+    from kerasml import (
+        data,
+        distribution,
+        evaluation,
+        experiment,
+        hdml,
+        layers,
+        losses,
+        models,
+        preprocessing,
+        reporting,
+        spec,
+    )
     from kerasml.hdml import HDMLModel
     from kerasml.models import MetricModel
 

@@ -20,10 +20,13 @@ augmentation of epoch ``e`` depend only on the seed and ``e``, and
 the steps an uninterrupted run takes.
 """
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +44,24 @@ CHECKPOINTS = "checkpoints"
 
 class ExperimentError(Exception):
     """A known problem with a run (bad run folder, missing checkpoint...): exit 2 in the CLI."""
+
+
+class RunInterrupted(Exception):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM after checkpointing the step it reached.
+
+    Attributes:
+        signal_number: the signal received.
+        step: the step saved in ``checkpoints/last.keras``.
+        run_dir: the run folder (`run` with ``run_dir=`` this folder continues it).
+        exit_status: ``128 + signal_number`` (130 for SIGINT, 143 for SIGTERM), as a shell reports it.
+    """
+
+    def __init__(self, signal_number, step, run_dir):
+        self.signal_number = int(signal_number)
+        self.step = int(step)
+        self.run_dir = Path(run_dir)
+        self.exit_status = 128 + self.signal_number
+        super().__init__(f"interrupted at step {self.step} (run folder: {self.run_dir})")
 
 
 # --------------------------------------------------------------------------- run folder
@@ -67,6 +88,31 @@ def read_state(run_dir):
     """The run's ``state.json`` (step, epoch, best), or ``{}`` before the first checkpoint."""
     path = Path(run_dir) / "state.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _pending_best(checkpoints, step):
+    return Path(checkpoints) / f"best.step{int(step)}.pending.keras"
+
+
+def settle_checkpoints(run_dir):
+    """Finish or undo a ``best.keras`` update that a kill interrupted, so it agrees with ``state.json``.
+
+    A new best model is saved as ``checkpoints/best.step<N>.pending.keras``, then ``state.json``
+    records ``best_step = N``, then the pending file is renamed to ``best.keras``. A pending
+    file whose step ``state.json`` already records is renamed now; any other is removed.
+
+    Args:
+        run_dir: a run folder.
+    """
+    checkpoints = Path(run_dir) / CHECKPOINTS
+    if not checkpoints.is_dir():
+        return
+    best_step = read_state(run_dir).get("best_step")
+    for pending in checkpoints.glob("best.step*.pending.keras"):
+        if best_step is not None and pending.name == _pending_best(checkpoints, best_step).name:
+            os.replace(pending, checkpoints / "best.keras")
+        else:
+            pending.unlink()
 
 
 # --------------------------------------------------------------------------- building
@@ -221,12 +267,62 @@ class _Trainer(keras.callbacks.Callback):
         if self.step in self.run.eval_at:
             self.run.evaluate(self.model, self.step)
             self.last_eval_step = self.step
-        if self.step >= self.run.max_steps:
+        if self.step >= self.run.max_steps or self.run.stop_signal is not None:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         if self.failed is None:
-            self.run.save_last(self.model, self.step, epoch + 1)
+            self.run.save_last(self.model, self.step, self.step // self.run.epoch_steps)
+
+
+class _EpochTail(keras.utils.PyDataset):
+    """The batches ``offset..L-1`` of one epoch of a train stream: where a run resumed mid-epoch goes on."""
+
+    def __init__(self, stream, epoch, offset):
+        super().__init__()
+        self.stream = stream
+        self.offset = int(offset)
+        stream.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.stream) - self.offset
+
+    def __getitem__(self, index):
+        return self.stream[index + self.offset]
+
+    def set_epoch(self, epoch):
+        self.stream.set_epoch(epoch)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop):
+    # SIGINT (Ctrl-C), SIGTERM and, on Windows, SIGBREAK call `stop(signal_number)` instead of
+    # killing the process; a second signal gets the previous handler (Ctrl-C twice stops at once).
+    # Handlers can only be set from the main thread; elsewhere signals keep their behaviour.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signal_number, frame):
+        for number, old in previous.items():
+            signal.signal(number, old)
+        stop(signal_number)
+
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        try:
+            old = signal.signal(number, handler)
+        except (OSError, ValueError):
+            continue
+        previous[number] = signal.SIG_DFL if old is None else old
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 class Run:
@@ -238,7 +334,7 @@ class Run:
         console: a `rich.console.Console`.
     """
 
-    def __init__(self, spec, run_dir, console):
+    def __init__(self, spec, run_dir, console, start_step=None, epoch_steps=None):
         from kerasml.reporting import MetricsLog
 
         self.spec = spec
@@ -246,18 +342,40 @@ class Run:
         self.console = console
         self.checkpoints = self.dir / CHECKPOINTS
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        settle_checkpoints(self.dir)
         self.max_steps = spec.train.max_steps
+        self.epoch_steps = int(epoch_steps or spec.train.checkpoint_every)
         self.eval_at = set(evaluation_steps(spec))
         self.metric = spec.train.checkpoint_metric
         state = read_state(self.dir)
         self.best = state.get("best")
         self.best_step = state.get("best_step")
         self.best_metrics = state.get("best_metrics")
-        self.log = MetricsLog(self.dir / "metrics.jsonl", truncate_after=state.get("step", 0))
+        self.saved_step = int(state.get("step", 0))
+        start = self.saved_step if start_step is None else int(start_step)
+        self.start_step = start
+        self.log = MetricsLog(self.dir / "metrics.jsonl", truncate_after=start)
         self.reporter = None
         self.tensorboard = None
         self.eval_stream = None
         self.last_metrics = None
+        self.stop_signal = None
+        self.model = None
+        # Training time summed over every session of the run (a resume adds its own).
+        self.wall_before = float(state.get("wall_time_s", 0.0)) if start else 0.0
+        self.steps_before = start
+        self.started = time.perf_counter()
+
+    def stop(self, signal_number):
+        """Stop training after the current step (a signal handler calls it)."""
+        self.stop_signal = signal_number
+        if self.model is not None:
+            self.model.stop_training = True
+
+    def timing(self, step):
+        """``{"wall_time_s", "steps_per_s"}`` of the run's training so far, resumed sessions included."""
+        wall = self.wall_before + (time.perf_counter() - self.started)
+        return {"wall_time_s": round(wall, 3), "steps_per_s": round(step / wall, 4) if wall > 0 else 0.0}
 
     def evaluate(self, model, step):
         """Evaluate, log, report, and keep ``best.keras`` by the checkpoint metric."""
@@ -268,28 +386,46 @@ class Run:
             self.tensorboard.log_evaluation(step, metrics)
         value = metrics.get(self.metric)
         if value is not None and (self.best is None or value > self.best):
-            self.best, self.best_step, self.best_metrics = float(value), step, metrics
-            _save_model(model, self.checkpoints / "best.keras")
+            self.save_best(model, step, metrics)
         if self.reporter is not None:
             self.reporter.report_evaluation(step, metrics, self.metric, self.best)
         return metrics
 
+    def save_best(self, model, step, metrics):
+        """Make the model of ``step`` the best: in an order that a kill at any point leaves consistent.
+
+        The model goes to a pending file named by its step, ``state.json`` then records it, and
+        only then is the pending file renamed to ``best.keras`` (`settle_checkpoints` finishes or
+        undoes an update a kill cut short).
+        """
+        pending = _pending_best(self.checkpoints, step)
+        _save_model(model, pending)
+        self.best, self.best_step, self.best_metrics = float(metrics[self.metric]), int(step), metrics
+        self.write_state(step)
+        os.replace(pending, self.checkpoints / "best.keras")
+
     def save_last(self, model, step, epoch):
         """``last.keras`` and ``state.json`` (written after the model, so a state never outruns its model)."""
         _save_model(model, self.checkpoints / "last.keras")
+        self.saved_step = int(step)
+        self.write_state(step)
+
+    def write_state(self, step):
+        """``state.json``: the step of ``last.keras``, the best evaluation, timing and backend."""
         state = {
-            "step": int(step),
-            "epoch": int(epoch),
+            "step": self.saved_step,
+            "epoch": self.saved_step // self.epoch_steps,
             "best": self.best,
             "best_step": self.best_step,
             "best_metrics": self.best_metrics,
             "backend": keras.backend.backend(),
+            **self.timing(step),
         }
         write_atomic(self.dir / "state.json", json.dumps(state, indent=2))
 
 
 def _save_model(model, path):
-    tmp = path.with_name(path.stem + ".tmp.keras")
+    tmp = path.with_name(path.name.replace(".keras", ".tmp.keras"))
     model.save(tmp)
     os.replace(tmp, path)
 
@@ -307,6 +443,9 @@ def run(spec, run_dir=None, console=None):
     Raises:
         ExperimentError: for a run that stopped on a non-finite loss (the last
             good checkpoint is kept) or a run folder that cannot be resumed.
+        RunInterrupted: on SIGINT (Ctrl-C) or SIGTERM (SIGBREAK on Windows): the run
+            saved the step it reached, its report and plots, and printed the command
+            that continues it (``kerasml run --resume RUN_DIR``, exact even mid-epoch).
     """
     from rich.console import Console
 
@@ -338,49 +477,91 @@ def run(spec, run_dir=None, console=None):
     else:
         model = build_model(spec, store)
         step = 0
-    the_run = Run(spec, run_dir, console)
+    the_run = Run(spec, run_dir, console, start_step=step, epoch_steps=epoch_steps)
+    the_run.model = model
     the_run.eval_stream = eval_stream
-    the_run.tensorboard = TensorBoardLogger(run_dir / "tensorboard", start_step=step, update_freq=spec.train.log_every)
+    the_run.tensorboard = TensorBoardLogger(
+        run_dir / "tensorboard", start_step=step, update_freq=spec.train.log_every, last_step=max_steps
+    )
     epochs = math.ceil(max_steps / epoch_steps)
     trainer = _Trainer(the_run, step)
     status = "finished"
     if step < max_steps:
         reporter = RichReporter(max_steps, spec.train.log_every, the_run.log, console, start_step=step)
         the_run.reporter = reporter
-        callbacks = [_EpochPlan(train_stream), trainer, reporter, the_run.tensorboard]
-        model.fit(
-            train_stream,
-            epochs=epochs,
-            initial_epoch=step // epoch_steps,
-            shuffle=False,  # the sampler's plan is the order; Keras' shuffle would draw from global state
-            callbacks=callbacks,
-            verbose=0,
-        )
+        # A run stopped mid-epoch goes on with the rest of that epoch's plan, then whole epochs.
+        epoch, offset = divmod(step, epoch_steps)
+        parts = [(_EpochTail(train_stream, epoch, offset), epoch, epoch + 1)] if offset else []
+        parts.append((train_stream, epoch + (1 if offset else 0), epochs))
+        with _stop_on_signals(the_run.stop):
+            for stream, first, end in parts:
+                if first >= end or trainer.failed or the_run.stop_signal is not None:
+                    break
+                model.fit(
+                    stream,
+                    epochs=end,
+                    initial_epoch=first,
+                    shuffle=False,  # the sampler's plan is the order; Keras' shuffle would draw from global state
+                    callbacks=[_EpochPlan(stream), trainer, reporter, the_run.tensorboard],
+                    verbose=0,
+                )
         if trainer.failed:
             status = f"stopped: {trainer.failed}; kept the last good checkpoint"
-    final = the_run.last_metrics
-    if final is None or trainer.last_eval_step != trainer.step:
-        final = evaluate_model(model, eval_stream, spec) if not trainer.failed else (final or {})
+    interrupted = the_run.stop_signal is not None and trainer.step < max_steps and not trainer.failed
+    if interrupted:
+        status = f"interrupted at step {trainer.step} of {max_steps}"
+        final = the_run.last_metrics or {}
+    else:
+        final = the_run.last_metrics
+        if final is None or trainer.last_eval_step != trainer.step:
+            final = evaluate_model(model, eval_stream, spec) if not trainer.failed else (final or {})
     the_run.tensorboard.close()
-    _write_outputs(the_run, model, store, eval_stream, final, status)
-    rows = {"last": final}
+    _write_outputs(the_run, model, store, eval_stream, final, status, grid=not interrupted)
+    rows = {"last": final} if final else {}
     if the_run.best_metrics:
         rows[f"best (step {the_run.best_step})"] = the_run.best_metrics
-    console.print(summary_table(f"{spec.experiment.name}: {status}", rows))
+    if rows:
+        console.print(summary_table(f"{spec.experiment.name}: {status}", rows))
+    else:
+        console.print(f"{spec.experiment.name}: {status}", highlight=False)
+    console.print(f"run folder: {run_dir}", highlight=False)
+    console.print(f"report: {run_dir / 'report.md'}", highlight=False)
+    if interrupted:
+        console.print(
+            f"interrupted at step {trainer.step}: saved checkpoints/last.keras at that step. "
+            f"Continue with: kerasml run --resume {_quoted(run_dir)}",
+            highlight=False,
+        )
+        raise RunInterrupted(the_run.stop_signal, trainer.step, run_dir)
     if trainer.failed:
         raise ExperimentError(f"training {status} (run folder: {run_dir})")
     return run_dir
 
 
-def _write_outputs(the_run, model, store, eval_stream, final, status):
+def _quoted(path):
+    text = str(path)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def _write_outputs(the_run, model, store, eval_stream, final, status, grid=True):
     from kerasml.reporting import plot_curves, retrieval_grid, write_report
 
     spec = the_run.spec
+    timing = read_state(the_run.dir)
+    timing = {k: timing[k] for k in ("wall_time_s", "steps_per_s") if k in timing}
     write_report(
-        the_run.dir / "report.md", spec, final, the_run.best_metrics, the_run.best_step, the_run.metric, status
+        the_run.dir / "report.md",
+        spec,
+        final,
+        the_run.best_metrics,
+        the_run.best_step,
+        the_run.metric,
+        status,
+        timing=timing,
     )
-    plot_curves(the_run.log.records(), the_run.dir / "plots")
-    if final:
+    title = f"{spec.experiment.name} ({keras.backend.backend()})"
+    plot_curves(the_run.log.records(), the_run.dir / "plots", title=title)
+    if final and grid:
         embeddings, labels = embed(model, eval_stream)
         images = store.read(eval_stream.rows)
         grid = the_run.dir / "plots" / "retrieval.png"

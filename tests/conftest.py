@@ -18,6 +18,11 @@ def pytest_configure(config):
         f"cross_backend: compares tensorflow, torch and jax through subprocesses; runs in the {CROSS_BACKEND_HOME} "
         "pass (or with KERASML_CROSS_BACKEND=1)",
     )
+    config.addinivalue_line(
+        "markers",
+        "multiprocess: starts subprocesses with several devices or ranks (2 logical CPUs, 2 forced host "
+        "devices, 2 gloo processes); deselect with -m 'not multiprocess'",
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -81,8 +81,9 @@ def make_cub(root, classes=6, per_class=3, corrupt=0, as_archive=True):
     return root / "CUB_200_2011", {c: per_class for c in range(1, classes + 1)}
 
 
-def make_cars(root, classes=6, per_class=3, extracted=False):
-    """A tiny Cars196: ``cars_annos.mat`` (scipy.io.savemat) plus ``car_ims.tgz`` or ``car_ims/``."""
+def make_cars(root, classes=6, per_class=3, extracted=False, zipped=False):
+    """A tiny Cars196, the original release: ``cars_annos.mat`` (scipy.io.savemat) plus ``car_ims.tgz``,
+    ``car_ims/`` (``extracted``), or both in one ``CARS196.zip`` (``zipped``)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     n = classes * per_class
@@ -94,11 +95,15 @@ def make_cars(root, classes=6, per_class=3, extracted=False):
         rel = f"car_ims/{i + 1:06d}.jpg"
         images[rel] = jpeg(100 + c, 18, 30)
         annotations[0, i] = (rel, 1, 2, 27, 16, c, i % 2)
-    names = np.empty((1, classes), dtype=object)
-    for c in range(classes):
-        names[0, c] = f"Maker Model {c + 1} 2012"
+    names = _cars_names(classes)
     scipy.io.savemat(root / "cars_annos.mat", {"annotations": annotations, "class_names": names})
-    if extracted:
+    if zipped:  # one zip holding the original release, as Stanford's CVGL server serves it
+        with zipfile.ZipFile(root / "CARS196.zip", "w") as zf:
+            zf.write(root / "cars_annos.mat", "cars196/cars_annos.mat")
+            for rel, data in images.items():
+                zf.writestr(f"cars196/{rel}", data)
+        (root / "cars_annos.mat").unlink()
+    elif extracted:
         for rel, data in images.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_bytes(data)
@@ -106,6 +111,80 @@ def make_cars(root, classes=6, per_class=3, extracted=False):
         with tarfile.open(root / "car_ims.tgz", "w:gz") as tar:
             for rel, data in images.items():
                 _tar_add(tar, rel, data)
+    return root
+
+
+def _cars_names(classes):
+    names = np.empty((1, classes), dtype=object)
+    for c in range(classes):
+        names[0, c] = f"Maker Model {c + 1} 2012"
+    return names
+
+
+def _mat_bytes(variables):
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, variables)
+    return buffer.getvalue()
+
+
+def make_cars_train_test(root, classes=6, per_class=3, layout="folders"):
+    """The same tiny Cars196 as :func:`make_cars`, as the train/test release.
+
+    ``cars_train/`` and ``cars_test/`` (images ``00001.jpg`` ... numbered per split; even images of
+    :func:`make_cars`'s order go to train), the devkit (``cars_meta.mat``,
+    ``cars_train_annos.mat``, ``cars_test_annos.mat`` without labels) and
+    ``cars_test_annos_withlabels.mat``.
+
+    Args:
+        layout: ``"folders"`` (``cars_train/``, ``devkit/``), ``"kaggle"`` (nested
+            ``cars_train/cars_train/``, ``car_devkit/devkit/``), ``"archives"``
+            (``cars_train.tgz``, ``cars_test.tgz``, ``car_devkit.tgz``) or ``"zip"`` (everything
+            in one ``stanford-cars.zip``, as a Kaggle download).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
+    splits = {"cars_train": [], "cars_test": []}
+    for i in range(classes * per_class):
+        c = i % classes + 1
+        splits["cars_train" if i % 2 == 0 else "cars_test"].append(c)
+    files = {}
+    annotations = {}
+    nest = layout == "kaggle"
+    for split, labels in splits.items():
+        records = np.zeros((1, len(labels)), dtype=[(f, "O") for f in fields])
+        for k, c in enumerate(labels):
+            fname = f"{k + 1:05d}.jpg"
+            records[0, k] = (1, 2, 27, 16, c, fname)
+            files[f"{split}/{split + '/' if nest else ''}{fname}"] = jpeg(100 + c, 18, 30)
+        annotations[split] = records
+    unlabelled = np.zeros((1, len(splits["cars_test"])), dtype=[(f, "O") for f in fields if f != "class"])
+    for k in range(unlabelled.shape[1]):
+        unlabelled[0, k] = (1, 2, 27, 16, f"{k + 1:05d}.jpg")
+    devkit = "car_devkit/devkit/" if nest else "devkit/"
+    files[devkit + "cars_meta.mat"] = _mat_bytes({"class_names": _cars_names(classes)})
+    files[devkit + "cars_train_annos.mat"] = _mat_bytes({"annotations": annotations["cars_train"]})
+    files[devkit + "cars_test_annos.mat"] = _mat_bytes({"annotations": unlabelled})
+    files["cars_test_annos_withlabels.mat"] = _mat_bytes({"annotations": annotations["cars_test"]})
+    if layout in ("folders", "kaggle"):
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+    elif layout == "archives":
+        for archive, prefix in (
+            ("cars_train.tgz", "cars_train/"),
+            ("cars_test.tgz", "cars_test/"),
+            ("car_devkit.tgz", "devkit/"),
+        ):
+            with tarfile.open(root / archive, "w:gz") as tar:
+                for name, data in files.items():
+                    if name.startswith(prefix):
+                        _tar_add(tar, name, data)
+        (root / "cars_test_annos_withlabels.mat").write_bytes(files["cars_test_annos_withlabels.mat"])
+    else:
+        with zipfile.ZipFile(root / "stanford-cars.zip", "w") as zf:
+            for name, data in files.items():
+                zf.writestr(f"stanford_cars/{name}", data)
     return root
 
 

@@ -27,11 +27,13 @@ import numpy as np
 #: ``tf.layers.batch_normalization``'s defaults (lib/nn_Ops.py:81-84): momentum 0.99, epsilon 1e-3.
 BN_EPSILON = 1e-3
 GROUPS = {
-    "metric": (("backbone", "kernel"), ("backbone", "bias"))
-    + tuple(("projector", k) for k in ("gamma", "beta", "kernel", "bias")),
+    "metric": (
+        ("backbone", "kernel"),
+        ("backbone", "bias"),
+        *(("projector", k) for k in ("gamma", "beta", "kernel", "bias")),
+    ),
     "generator": tuple(
-        ("generator", k)
-        for k in ("hidden_kernel", "hidden_bias", "gamma", "beta", "output_kernel", "output_bias")
+        ("generator", k) for k in ("hidden_kernel", "hidden_bias", "gamma", "beta", "output_kernel", "output_bias")
     ),
     "classifier": (("classifier", "kernel"), ("classifier", "bias")),
 }

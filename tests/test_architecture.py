@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kerasml"
 
 # Bottom to top; a module may import modules of its own layer or of a lower one.
 LAYERS = (
-    ("kerasml._backend", "kerasml._validation", "kerasml._version", "kerasml.preprocessing"),
+    ("kerasml._backend", "kerasml._validation", "kerasml._version", "kerasml.preprocessing", "kerasml.distribution"),
     ("kerasml.losses",),
     ("kerasml.layers",),
     ("kerasml.models",),

@@ -24,10 +24,12 @@ COMMANDS = ("losses", "download", "ingest", "info", "validate", "run", "evaluate
 
 
 def _python(code, cwd=ROOT, timeout=600, **env):
+    """Run ``code`` in a fresh interpreter; ``env`` adds variables (``None`` removes one)."""
+    environment = {**os.environ, **env}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=cwd,
-        env={**os.environ, **env},
+        env={name: value for name, value in environment.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -147,7 +149,8 @@ def test_errors_are_not_wrapped_off_a_terminal(tmp_path, capsys, monkeypatch):
     assert main(["info", str(missing)]) == 2
     err = capsys.readouterr().err
     line = next(line for line in err.splitlines() if "error:" in line)
-    assert str(missing) in line and "`kerasml ingest digits`" in line and line.rstrip().endswith(").")
+    assert str(missing) in line and f"`kerasml ingest NAME --out {missing}`" in line
+    assert line.rstrip().endswith("or point to the store you meant.")
 
 
 def test_unexpected_failure_is_an_internal_error(capsys, monkeypatch):
@@ -298,7 +301,8 @@ def test_tensorboard_logger_rejects_a_bad_update_freq(tmp_path):
 
 
 def test_run_writes_tensorboard_without_tensorflow(tmp_path):
-    """A short ``kerasml run``: event files equal to metrics.jsonl, no TensorFlow off the TF backend."""
+    """A short ``kerasml run``: event files equal to metrics.jsonl, no TensorFlow off the TF backend,
+    and no framework start-up lines on any backend."""
     pytest.importorskip("tensorboard")
     backend = keras.backend.backend()
     done = _python(
@@ -314,11 +318,14 @@ def test_run_writes_tensorboard_without_tensorflow(tmp_path):
         print(json.dumps([rc, "tensorflow" in sys.modules]))
         """,
         KERAS_BACKEND=backend,
+        TF_CPP_MIN_LOG_LEVEL=None,  # the CLI's own default applies
     )
     rc, tensorflow_loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert rc == 0, done.stdout[-3000:] + done.stderr[-3000:]
     if backend != "tensorflow":
         assert not tensorflow_loaded
+    for noise in ("absl", "I0000", "E0000", "oneDNN", "cuda"):
+        assert noise not in done.stderr and noise not in done.stdout, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     scalars = _scalars(run_dir / "tensorboard")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -332,3 +339,12 @@ def test_run_writes_tensorboard_without_tensorflow(tmp_path):
             assert scalars[tag][record["step"]] == pytest.approx(value, rel=1e-6), tag
             compared += 1
     assert compared >= 3 and {r["type"] for r in records} == {"train", "eval"}
+
+
+def test_reporting_docstring_examples():
+    import doctest
+
+    import kerasml.reporting
+
+    result = doctest.testmod(kerasml.reporting, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -8,7 +8,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from data_helpers import make_cub
+from data_helpers import make_cars, make_cub
 
 from kerasml.cli import main
 from kerasml.data import ChecksumError, DownloadError, download, download_file
@@ -179,9 +179,52 @@ def test_download_table_url_override_and_cli(server, tmp_path, monkeypatch, caps
     )
     assert (to / "CUB_200_2011" / "images.txt").is_file()
     assert main(["download", "cub", "--to", str(to), "--url", server.url + "/mirror/CUB_200_2011.tgz"]) == 0
-    assert "already there, verified" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "already there, verified" in out and "(your --url)" in out
     assert main(["ingest", "cub", "--from", str(to), "--out", str(tmp_path / "cub.h5"), "--image-size", "8"]) == 0
     with pytest.raises(DownloadError, match="Cannot tell which file"):
         download("cars196", tmp_path / "cars", urls=[server.url + "/x.bin"], quiet=True)
     with pytest.raises(DownloadError, match="Unknown dataset"):
         download("imagenet", tmp_path, quiet=True)
+
+
+def test_every_remote_says_when_it_last_worked():
+    for name, remotes in download_module.REMOTES.items():
+        for remote in remotes:
+            assert re.match(r"\d{4}-\d{2} \(", remote.last_worked), (name, remote.filename)
+    assert all(remote.offline for remote in download_module.REMOTES["cars196"])
+    assert not any(remote.offline for name in ("cub", "sop") for remote in download_module.REMOTES[name])
+
+
+def test_cars196_official_host_is_gone_mirror_zip_downloads_and_ingests(server, tmp_path, capsys):
+    # no --url: the notice (host, since when, each copy and its layout), no traceback, no request
+    rc = main(["download", "cars196", "--to", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and not server.requests
+    for text in ("ai.stanford.edu/~jkrause/", "HTTP 404 since 2023", "pytorch/vision#7545", "CARS196.zip"):
+        assert text in err
+    for text in ("cars_annos.mat and car_ims/", "cars_train/", "cars_test_annos_withlabels.mat", "reported working"):
+        assert text in err
+    assert not (tmp_path / "raw").exists()
+    # a mirror's single archive replaces both official files; ingest reads it where it lies
+    make_cars(tmp_path / "src", classes=4, per_class=2, zipped=True)
+    server.files["/cvgl/CARS196.zip"] = (tmp_path / "src" / "CARS196.zip").read_bytes()
+    raw = tmp_path / "raw"
+    assert main(["download", "cars196", "--to", str(raw), "--url", server.url + "/cvgl/CARS196.zip"]) == 0
+    out = capsys.readouterr().out
+    assert f"from {server.url}/cvgl/CARS196.zip (your --url)" in out
+    assert (raw / "CARS196.zip").is_file() and not (raw / "car_ims.tgz").exists()
+    assert main(["ingest", "cars196", "--from", str(raw), "--out", str(tmp_path / "c.h5"), "--image-size", "8"]) == 0
+    assert "8 images" in capsys.readouterr().out
+
+
+def test_official_urls_say_when_they_last_worked(server, tmp_path, monkeypatch, capsys):
+    remote = download_module.Remote(
+        "CUB_200_2011.tgz", server.url + "/gone/CUB_200_2011.tgz", last_worked="2020-01 (x)"
+    )
+    monkeypatch.setitem(download_module.REMOTES, "cub", (remote,))
+    with pytest.raises(DownloadError, match=r"HTTP 404.*last worked 2020-01 \(x\).*docs/datasets.md"):
+        download("cub", tmp_path, quiet=True, retries=0)
+    server.files["/gone/CUB_200_2011.tgz"] = PAYLOAD  # no checksum in this entry: recorded
+    assert main(["download", "cub", "--to", str(tmp_path)]) == 0
+    assert "(last known to work 2020-01 (x))" in capsys.readouterr().out

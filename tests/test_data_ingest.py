@@ -1,11 +1,13 @@
 """Sources and ingest: tiny archives in each original format -> HDF5 store -> checks."""
 
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
-from data_helpers import class_colour, make_cars, make_cub, make_folder, make_sop
+from data_helpers import class_colour, make_cars, make_cars_train_test, make_cub, make_folder, make_sop
 
 import kerasml
 from kerasml import data
@@ -80,6 +82,47 @@ def test_cars196_mat_and_tgz(tmp_path):
         quiet=True,
     )
     assert result.images == 8
+
+
+def _cars_store(tmp_path, source, name, classes=None):
+    out = tmp_path / f"{name}.h5"
+    data.ingest("cars196", out, source_path=source, classes=classes, image_size=12, quiet=True)
+    return data.open_store(out)
+
+
+@pytest.mark.parametrize("layout", ["folders", "kaggle", "archives", "zip"])
+def test_cars196_train_test_release_gives_the_same_classes(tmp_path, layout):
+    original = make_cars(tmp_path / "original", classes=6, per_class=3)
+    release = make_cars_train_test(tmp_path / layout, classes=6, per_class=3, layout=layout)
+    for classes in (None, 4):  # the standard split and a seeded draw of 4 classes
+        a = _cars_store(tmp_path, original, f"a{classes}", classes)
+        b = _cars_store(tmp_path, release, f"b{classes}", classes)
+        assert b.class_names == a.class_names and b.class_splits == a.class_splits
+        assert b.class_source_ids.tolist() == a.class_source_ids.tolist()
+        assert np.bincount(b.labels).tolist() == np.bincount(a.labels).tolist()
+        assert b.num_images == a.num_images == (18 if classes is None else 12)
+        _colour_ok(b, source_offset=100)
+    assert b.paths[0].startswith(("cars_train/", "cars_test/"))
+
+
+def test_cars196_original_release_in_one_zip_and_missing_parts(tmp_path):
+    make_cars(tmp_path / "cvgl", classes=4, per_class=2, zipped=True)
+    for source in (tmp_path / "cvgl", tmp_path / "cvgl" / "CARS196.zip"):  # the folder or the zip itself
+        store = _cars_store(tmp_path, source, source.name)
+        assert store.num_images == 8 and store.class_names[0] == "Maker Model 1 2012"
+    # the devkit's unlabelled cars_test_annos.mat is not enough: the error says which file to add
+    release = make_cars_train_test(tmp_path / "nolabels", classes=4, per_class=2)
+    (release / "cars_test_annos_withlabels.mat").unlink()
+    with pytest.raises(SourceError, match=r"holds no class labels\. Add cars_test_annos_withlabels\.mat"):
+        data.ingest("cars196", tmp_path / "x.h5", source_path=release, quiet=True)
+    release = make_cars_train_test(tmp_path / "noimages", classes=4, per_class=2)
+    (release / "cars_train").rename(release / "elsewhere")
+    with pytest.raises(SourceError, match="cars_train/ images"):
+        data.ingest("cars196", tmp_path / "x.h5", source_path=release, quiet=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="neither release"):
+        data.ingest("cars196", tmp_path / "x.h5", source_path=tmp_path / "empty", quiet=True)
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_sop_zip_standard_split(tmp_path):
@@ -218,16 +261,88 @@ def test_cli_ingest_and_info(tmp_path, capsys, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "raw").rename(tmp_path / "data" / "raw")
     assert main(["ingest", "cub", "--classes", "4", "--image-size", "16", "--seed", "1"]) == 0
-    assert (tmp_path / "data" / "cub4.h5").is_file()  # the documented default --out
+    assert (tmp_path / "data" / "cub-4-seed1.h5").is_file()  # the documented default --out
     capsys.readouterr()
-    assert main(["info", "data/cub4.h5", "--json"]) == 0
+    assert main(["info", "data/cub-4-seed1.h5", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 8 and summary["classes"] == 4
     assert summary["splits"]["train"]["classes"] == 2
     assert summary["provenance"]["seed"] == 1
-    assert main(["info", "data/cub4.h5"]) == 0
+    assert main(["info", "data/cub-4-seed1.h5"]) == 0
     assert "sampled 50/50" in capsys.readouterr().out
     assert main(["ingest", "procedural", "--images-per-class", "2", "--classes", "4", "--image-size", "16"]) == 0
     assert main(["ingest", "digits", "--images-per-class", "2"]) == 2
     assert main(["ingest", "digits", "--classes", "11"]) == 2
     assert "from 2 to 10" in capsys.readouterr().err
+
+
+def test_default_store_names_read_back_to_their_commands():
+    assert data.default_out("cars196", 20).as_posix() == "data/cars196-20.h5"
+    assert data.default_out("cub").as_posix() == "data/cub.h5"
+    assert data.default_out("sop", 2300, seed=2).as_posix() == "data/sop-2300-seed2.h5"
+    from kerasml.data.sources import parse_store_path, store_commands
+
+    for name, classes, seed in (("cars196", 20, 0), ("cub", None, 0), ("sop", 2300, 2), ("procedural", 200, 0)):
+        assert parse_store_path(data.default_out(name, classes, seed=seed)) == (name, classes, seed)
+    assert parse_store_path("data/cars19620.h5") == ("cars196", 20, 0)  # the names before 0.4
+    assert parse_store_path("runs/my_store.h5") is None
+    assert store_commands("data/sop-2300-seed2.h5") == [
+        "kerasml download sop --to data/raw",
+        "kerasml ingest sop --classes 2300 --seed 2",
+    ]
+    assert store_commands("data/digits.h5") == ["kerasml ingest digits"]
+    assert store_commands("elsewhere/cub-20.h5")[-1] == "kerasml ingest cub --classes 20 --out elsewhere/cub-20.h5"
+    assert store_commands("data/folder-8.h5")[-1].startswith("kerasml ingest folder --from YOUR_IMAGE_FOLDER")
+
+
+def test_missing_store_names_its_commands(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="does not exist") as error:
+        data.open_store("data/cars196-20.h5")
+    message = str(error.value)
+    assert "`kerasml download cars196 --to data/raw`, then `kerasml ingest cars196 --classes 20`" in message
+    assert "official host is offline" in message
+    assert main(["info", "mine.h5"]) == 2
+    assert "kerasml ingest NAME --out mine.h5" in capsys.readouterr().err
+
+
+_KILLED_WRITER = """
+import sys, time
+import numpy as np
+from kerasml.data.store import StoreWriter
+writer = StoreWriter(sys.argv[1], 8)
+for _ in range(50):
+    writer.append(np.zeros((8, 8, 3), np.uint8))
+writer._file.flush()
+print(writer.tmp_path, flush=True)
+time.sleep(120)
+"""
+
+
+def _writer_process(out):
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True, cwd=out.parent
+    )
+    line = process.stdout.readline().strip()
+    assert line, "the writer did not start"
+    return process, out.parent / line.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+
+
+def test_stale_partial_of_a_killed_ingest_is_removed_by_the_next(tmp_path, capsys):
+    out = tmp_path / "digits.h5"
+    running, held = _writer_process(out)  # a live ingest of the same store: never touched
+    killed, stale = _writer_process(out)
+    try:
+        killed.kill()  # SIGKILL / TerminateProcess: no cleanup runs
+        killed.wait(timeout=30)
+        assert stale.is_file() and held.is_file() and stale.name.startswith(".digits.h5.")
+        result = data.ingest("digits", out, image_size=8, quiet=True)
+        assert [path for path, _ in result.removed_partials] == [stale]
+        assert result.removed_partials[0][1] > 0 and result.held_partials == [held]
+        assert not stale.exists() and held.exists()
+    finally:
+        running.kill()
+        running.wait(timeout=30)
+    assert main(["ingest", "digits", "--out", str(out), "--overwrite", "--image-size", "8"]) == 0
+    assert f"removed {held}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.h5"]

@@ -25,6 +25,8 @@ MODULES = [
     "kerasml.hdml.optimizers",
     "kerasml.models.metric_model",
     "kerasml.models.backbones",
+    "kerasml.preprocessing",
+    "kerasml._validation",
     "kerasml.spec",
 ]
 

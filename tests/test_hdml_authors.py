@@ -18,16 +18,15 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hdml_authors_reference as ref  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from keras import ops  # noqa: E402
+import hdml_authors_reference as ref
+import keras
+import numpy as np
+import pytest
+from keras import ops
 
-import kerasml  # noqa: E402
-from kerasml.hdml import HDML_ARGUMENTS, TERMS, BlockMean, HDMLModel  # noqa: E402
+import kerasml
+from kerasml.hdml import HDML_ARGUMENTS, TERMS, BlockMean, HDMLModel
 
 ALPHA, BETA = 90.0, 5e3
 INPUTS, FEATURES, EMBEDDING, CLASSES, UNITS = 6, 10, 4, 7, 8
@@ -63,9 +62,7 @@ def _loss(layout):
 
 
 def _build(layout, convention="authors", decay=0.0, j_avg=1e6, j_gen=1e6, block_size=2, seed=0):
-    backbone = keras.Sequential(
-        [keras.Input((INPUTS,)), keras.layers.Dense(FEATURES, name="feat")], name="backbone"
-    )
+    backbone = keras.Sequential([keras.Input((INPUTS,)), keras.layers.Dense(FEATURES, name="feat")], name="backbone")
     model = HDMLModel(
         backbone,
         embedding_dim=EMBEDDING,
@@ -207,11 +204,29 @@ def step_gradients(layout, j_avg, j_gen, decay):
     return got, expected
 
 
-def relative_error(got, expected):
-    """``max |got − expected| / max |expected|`` (the error relative to the array's scale)."""
+def relative_error(got, expected, floor=0.0):
+    """``max |got − expected| / max(max |expected|, floor)``: the error relative to the array's scale.
+
+    ``floor`` stands in for the scale of a gradient that is zero in exact arithmetic (the bias
+    before a batch-norm), where only rounding remains.
+    """
     got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
-    scale = np.max(np.abs(expected))
-    return float(np.max(np.abs(got - expected)) / scale) if scale > 0 else float(np.max(np.abs(got)))
+    scale = max(float(np.max(np.abs(expected))), floor)
+    return float(np.max(np.abs(got - expected)) / scale)
+
+
+def gradient_errors(got, expected):
+    """``{(group, name): relative error}``; the floor of each variable is 1e-2 of its group's largest gradient.
+
+    A gradient a hundred times smaller than its group's largest is float32 rounding of cancelling terms
+    (the backbone bias before the projector's batch-norm has, exactly, only its weight decay).
+    """
+    errors = {}
+    for keys in ref.GROUPS.values():
+        group_scale = max(float(np.max(np.abs(expected[key]))) for key in keys)
+        for key in keys:
+            errors[key] = relative_error(got[key], expected[key], floor=1e-2 * group_scale)
+    return errors
 
 
 # ------------------------------------------------------------------ one step: terms and state
@@ -244,8 +259,7 @@ def test_authors_step_terms_match_reference(layout, j_avg, j_gen, decay):
 @pytest.mark.parametrize("j_avg,j_gen,decay", CASES)
 def test_authors_step_gradients_match_reference(layout, j_avg, j_gen, decay):
     got, expected = step_gradients(layout, j_avg, j_gen, decay)
-    for key, reference in expected.items():
-        error = relative_error(got[key], reference)
+    for key, error in gradient_errors(got, expected).items():
         assert np.all(np.isfinite(got[key])), key
         assert error < 1e-4, f"gradient of {key}: relative error {error:.2e}"
     if j_gen == 0.0:  # w = 0: the metric group learns from J_syn alone, so nothing from weight decay
@@ -310,7 +324,7 @@ def test_convention_argument_config_and_errors():
 
 def test_losses_answer_for_the_authors_form():
     """Triplet J_m / J_syn sum over triplets; N-pair J_syn adds its L2 term on the synthetics."""
-    x, labels = _batch("triplet")
+    _, labels = _batch("triplet")
     z = np.random.default_rng(0).normal(size=(3 * COUNT, EMBEDDING)).astype("float32")
     triplet = _loss("triplet")
     mean = float(_np(triplet.real_loss(labels, z)))

@@ -84,7 +84,6 @@ def test_compiled_loss_survives_keras_file(tmp_path):
     ("labels", "pattern"),
     [
         (np.array([0, 1, 0]), r"even batch.*Received a batch of 3.*NPairSampler"),
-        (np.array([0, 1, 1, 0]), r"labels\[0\]=0 but labels\[2\]=1.*NPairSampler"),
         (np.array([4, 4, 4, 4]), r"distinct classes.*\[4\].*NPairSampler"),
     ],
 )
@@ -93,6 +92,21 @@ def test_npair_layout_errors_name_the_rule(loss, labels, pattern):
     x = np.zeros((labels.shape[0], 2), dtype=np.float32)
     with pytest.raises(ValueError, match=pattern):
         loss(labels, x)
+
+
+@pytest.mark.parametrize(
+    ("labels", "pattern"),
+    [
+        (np.array([0, 1, 0]), r"even batch.*Received a batch of 3.*NPairSampler"),
+        (np.array([0, 1, 1, 0]), r"labels\[0\]=0 but labels\[2\]=1.*NPairSampler"),
+        (np.array([4, 4, 4, 4]), r"distinct classes.*\[4\].*NPairSampler"),
+    ],
+)
+def test_halves_layout_errors_name_the_rule(labels, pattern):
+    # The losses take pairs in any order (tests/test_losses_pairing.py); the halves order
+    # [a_1..a_N; p_1..p_N] is still the rule of HDML's N-pair synthesis and of NPairSampler.
+    with pytest.raises(ValueError, match=pattern):
+        L.check_npair_batch(labels)
 
 
 @pytest.mark.parametrize(

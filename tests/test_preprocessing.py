@@ -2,6 +2,8 @@
 
 import ast
 import doctest
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -162,6 +164,15 @@ def test_preprocessing_sits_below_data_and_models():
     assert not {m for m in imported_modules(KERASML / "_validation.py") if m.startswith("kerasml")}
     for path in sorted((KERASML / "data").rglob("*.py")):  # data no longer reaches up into models
         assert not {m for m in imported_modules(path) if m.startswith("kerasml.models")}, path
+
+
+def test_named_normalizations_load_no_framework():
+    code = (
+        "import sys, kerasml.preprocessing as P; P.get_normalization('imagenet'); "
+        "print(sorted(m for m in ('keras', 'tensorflow', 'torch', 'jax') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]"
 
 
 def test_docstring_examples():

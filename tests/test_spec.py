@@ -153,6 +153,7 @@ BAD = [
     ("bad-case-choice", edit(("eval.split", "Test")), [], ["eval.split", "Write 'test'"]),
     ("bad-statistics", edit(("hdml.synthetic_statistics", "updates")), [], ["hdml.synthetic_statistics", "'update'"]),
     ("zero-initial-mean", edit(("hdml.initial_mean", 0.0)), [], ["hdml.initial_mean", "a number > 0"]),
+    ("bad-convention", edit(("hdml.convention", "paper")), [], ["hdml.convention", '"kerasml", "authors"']),
     ("unknown-builtin", edit(("data.builtin", "mnist")), [], ["data.builtin", '"digits", "procedural"']),
     ("unknown-backbone", edit(("model.backbone", "googlenett")), [], ["model.backbone", "'googlenet'"]),
     ("unknown-loss", edit(("loss.type", "tripplet")), [], ["loss.type", "'triplet'"]),
@@ -446,8 +447,8 @@ def test_overrides_are_toml_values():
 
 
 def test_override_switches_the_data_source(tmp_path):
-    spec = parse_spec(BASE, overrides=["data.path=data/cub20.h5"], check_files=False)
-    assert (spec.data.path, spec.data.builtin) == ("data/cub20.h5", "")
+    spec = parse_spec(BASE, overrides=["data.path=data/cub-20.h5"], check_files=False)
+    assert (spec.data.path, spec.data.builtin) == ("data/cub-20.h5", "")
     assert spec.data.image_size == 227  # the default follows the source
     back = parse_spec(edit(("data.builtin", None), ("data.path", "x.h5")), overrides=["data.builtin=digits"])
     assert (back.data.path, back.data.builtin, back.data.image_size) == ("", "digits", 32)
@@ -688,9 +689,9 @@ def test_every_spec_in_specs_validates(capsys):
 
 STUDY = {
     # dataset: (store, batch {triplet, npair}, eval_every, ks)
-    "cub": ("data/cub20.h5", {"triplet": 15, "npair": 16}, [[5000, 500], [8000, 100]], [1, 2, 4, 8, 16, 32]),
-    "cars196": ("data/cars19620.h5", {"triplet": 15, "npair": 16}, [[5000, 500], [8000, 100]], [1, 2, 4, 8, 16, 32]),
-    "sop": ("data/sop2300.h5", {"triplet": 18, "npair": 18}, [[5000, 1000], [8000, 250]], [1, 10, 100, 1000]),
+    "cub": ("data/cub-20.h5", {"triplet": 15, "npair": 16}, [[5000, 500], [8000, 100]], [1, 2, 4, 8, 16, 32]),
+    "cars196": ("data/cars196-20.h5", {"triplet": 15, "npair": 16}, [[5000, 500], [8000, 100]], [1, 2, 4, 8, 16, 32]),
+    "sop": ("data/sop-2300.h5", {"triplet": 18, "npair": 18}, [[5000, 1000], [8000, 250]], [1, 10, 100, 1000]),
 }
 
 
@@ -720,6 +721,26 @@ def test_study_specs(dataset):
                 assert (spec.hdml.alpha, spec.hdml.soft_weight, spec.hdml.softmax_factor) == (90.0, 0.5, 1e4)
                 assert (spec.hdml.generator_learning_rate, spec.hdml.classifier_learning_rate) == (0.01, 0.001)
                 assert spec.hdml.synthetic_statistics == "update"
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*_*_*.toml")), ids=lambda p: p.stem)
+def test_missing_store_names_the_commands_that_write_it(path, tmp_path, monkeypatch, capsys):
+    dataset = path.stem.split("_")[0]
+    if dataset not in STUDY:
+        pytest.skip("a builtin dataset: nothing to download")
+    classes = {"cub": 20, "cars196": 20, "sop": 2300}[dataset]
+    commands = (f"kerasml download {dataset} --to data/raw", f"kerasml ingest {dataset} --classes {classes}")
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    message = str(error.value)
+    assert f"{STUDY[dataset][0]} does not exist" in message
+    for command in commands:
+        assert f"`{command}`" in message
+    # `kerasml run` says the same on stderr (the spec's file check runs first)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert all(command in err for command in commands) and "Traceback" not in err
 
 
 def test_quickstart_and_procedural_specs():

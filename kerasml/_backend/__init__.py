@@ -31,3 +31,41 @@ def is_concrete(x):
         return True
     module = _active()
     return True if module is None else module.is_concrete(x)
+
+
+def replica_count():
+    """How many replicas each hold a shard of the batch that the running step sees.
+
+    ``tf.distribute`` replica context: its replicas in sync; PyTorch: the
+    processes of the default ``torch.distributed`` group; JAX: 1, because under
+    ``keras.distribution`` one SPMD program sees the whole batch. 1 outside any
+    distribution.
+    """
+    module = _active()
+    return 1 if module is None else module.replica_count()
+
+
+def all_gather_rows(tensors):
+    """``([each tensor's rows of every replica, in replica order], this replica's first row)``, no gradient.
+
+    The tensors share their number of rows (on each replica; it may differ between replicas).
+    """
+    return _active().all_gather_rows(list(tensors))
+
+
+def all_reduce_sum(x):
+    """``x`` summed over the replicas (differentiable: the gradient is summed over the replicas too)."""
+    return _active().all_reduce_sum(x)
+
+
+def gradient_reduction():
+    """``"sum"`` (``tf.distribute``) or ``"mean"`` (PyTorch, like DDP): how replicas' gradients combine."""
+    module = _active()
+    return "sum" if module is None else module.GRADIENT_REDUCTION
+
+
+def synchronize(variables):
+    """PyTorch: broadcast ``variables`` from process 0 and average their gradients; elsewhere nothing."""
+    module = _active()
+    if module is not None and hasattr(module, "synchronize"):
+        module.synchronize(variables)

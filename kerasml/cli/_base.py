@@ -18,6 +18,7 @@ __all__ = [
     "make_console",
     "positive_int",
     "quiet_framework_logs",
+    "tensorflow_hidden",
 ]
 
 EXIT_USAGE = 2
@@ -130,3 +131,27 @@ def load_framework():
             import keras
     else:
         import keras  # noqa: F401
+
+
+@contextlib.contextmanager
+def tensorflow_hidden():
+    """While a command runs on JAX or PyTorch, keep TensorFlow out of the process.
+
+    Keras imports TensorFlow whenever it is installed, whatever the backend
+    (`keras.utils.set_random_seed` seeds it, saving a model checks for its types): seconds of
+    start-up, memory and TensorFlow's console lines that a JAX or PyTorch user has no use for.
+    Inside this context ``import tensorflow`` raises `ImportError` (``sys.modules`` maps it to
+    ``None``), which Keras treats as "not installed"; the entry is removed on exit. Nothing
+    changes on the TensorFlow backend or when TensorFlow is already imported.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.modules["tensorflow"] = None
+    try:
+        yield
+    finally:
+        if "tensorflow" in sys.modules and sys.modules["tensorflow"] is None:
+            del sys.modules["tensorflow"]

@@ -39,6 +39,8 @@ def _cmd_download(args, console):
         console.print(
             f"[green]{result.path}[/]: {what[result.status]} ({result.size:,} bytes; {check})", highlight=False
         )
+        known = f"last known to work {result.last_worked}" if result.last_worked else "your --url"
+        console.print(f"  from {result.url} ({known})", highlight=False)
     console.print(f"Next: kerasml ingest {args.name} --from {args.to}", highlight=False)
     return 0
 
@@ -75,6 +77,15 @@ def _cmd_ingest(args, console):
         f"({result.seconds:.1f} s)",
         highlight=False,
     )
+    for path, size in result.removed_partials:
+        console.print(
+            f"removed {path} ({size / 2**20:,.1f} MiB), left by an earlier ingest that was killed", highlight=False
+        )
+    for path in result.held_partials:
+        console.print(
+            f"[yellow]warning:[/] {path} belongs to another ingest of the same store that is still running",
+            highlight=False,
+        )
     if result.skipped:
         shown = ", ".join(result.skipped_paths[:5])
         console.print(

@@ -3,13 +3,21 @@
 Known bad input exits with status 2 and a message on stderr; ``--verbose`` shows the
 traceback as well. Building the parser imports no command's dependencies: each handler
 imports what it needs when it runs, and commands that need Keras (``set_defaults(framework=True)``)
-get it imported quietly first (`load_framework`).
+get it imported quietly first (`load_framework`) and, on JAX or PyTorch, run with TensorFlow
+kept out of the process (`tensorflow_hidden`).
 """
 
 import argparse
 import sys
 
-from kerasml.cli._base import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, load_framework, make_console
+from kerasml.cli._base import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CLIError,
+    load_framework,
+    make_console,
+    tensorflow_hidden,
+)
 from kerasml.cli.data import register as register_data
 from kerasml.cli.experiment import register as register_experiment
 from kerasml.cli.losses import register as register_losses
@@ -25,9 +33,9 @@ def _versions():
     load_framework()
     import keras
 
-    import kerasml
+    from kerasml._version import __version__
 
-    return f"kerasml {kerasml.__version__} (keras {keras.__version__}, backend {keras.backend.backend()})"
+    return f"kerasml {__version__} (keras {keras.__version__}, backend {keras.backend.backend()})"
 
 
 def build_parser():
@@ -77,9 +85,11 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if getattr(args, "framework", False):
-            load_framework()
-        return handler(args, make_console())
+        if not getattr(args, "framework", False):
+            return handler(args, make_console())
+        load_framework()
+        with tensorflow_hidden():
+            return handler(args, make_console())
     except CLIError as error:
         if args.verbose:
             errors.print_exception()

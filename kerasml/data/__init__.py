@@ -3,13 +3,13 @@
 The data path, end to end::
 
     kerasml download cub --to data/raw                      # resumable, checksummed
-    kerasml ingest cub --classes 20 --out data/cub20.h5     # the study's "-d cub -n 20"
-    kerasml info data/cub20.h5                              # what is in a store
+    kerasml ingest cub --classes 20 --out data/cub-20.h5     # the study's "-d cub -n 20"
+    kerasml info data/cub-20.h5                              # what is in a store
 
 and in Python::
 
     from kerasml import data
-    store = data.open_store("data/cub20.h5")
+    store = data.open_store("data/cub-20.h5")
     train = data.TrainStream(store, "npair", batch_size=32, workers=2, use_multiprocessing=True)
     test = data.EvalStream(store, "test", batch_size=64)
 

@@ -7,6 +7,10 @@ HTTP ``Range`` request; a finished file is checked against the published checksu
 recorded in a small sidecar ``<name>.kerasml.json`` (size, modification time, MD5, SHA-256),
 so running the command again verifies cheaply and fetches nothing.
 
+Every URL of :data:`REMOTES` says when it was last known to work (``Remote.last_worked``);
+an official URL known to be dead (Cars196's, since 2023) is not tried: the error lists the
+known copies (:data:`MIRRORS`, :func:`offline_notice`), which ``--url`` fetches.
+
 Checksums: the MD5s listed below are the ones published alongside the datasets' loaders
 (cited per entry). Where no checksum can be cited (Cars196) the SHA-256 of the first
 complete download is recorded in the sidecar and later runs are verified against it.
@@ -29,54 +33,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerasml.data.errors import ChecksumError, DownloadError
+from kerasml.data.remotes import MIRRORS, REMOTES, Mirror, Remote, offline_notice
 
-__all__ = ["REMOTES", "DownloadResult", "Remote", "download", "download_file", "file_checksums"]
+__all__ = [
+    "MIRRORS",
+    "REMOTES",
+    "DownloadResult",
+    "Mirror",
+    "Remote",
+    "download",
+    "download_file",
+    "file_checksums",
+    "offline_notice",
+]
 
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Remote:
-    """One file of a dataset: its name, official URL and published checksum (if any).
-
-    Attributes:
-        filename: the file name written under the target folder.
-        url: the official URL (override with ``--url``).
-        md5: the published MD5 hex digest, or ``None`` if unknown.
-        sha256: the published SHA-256 hex digest, or ``None`` if unknown.
-        checksum_source: where the checksum is published (for the record).
-    """
-
-    filename: str
-    url: str
-    md5: str | None = None
-    sha256: str | None = None
-    checksum_source: str = ""
-
-
-#: The official files of each dataset. Hosts move: override a URL with ``--url``.
-REMOTES = {
-    "cub": (
-        Remote(
-            "CUB_200_2011.tgz",
-            "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
-            md5="97eceeb196236b17998738112f37df78",
-            checksum_source="tgz_md5 of the CUB loaders TDeVries/cub2011_dataset and pytorch-metric-learning",
-        ),
-    ),
-    "cars196": (
-        Remote("car_ims.tgz", "http://ai.stanford.edu/~jkrause/car196/car_ims.tgz"),
-        Remote("cars_annos.mat", "http://ai.stanford.edu/~jkrause/car196/cars_annos.mat"),
-    ),
-    "sop": (
-        Remote(
-            "Stanford_Online_Products.zip",
-            "http://ftp.cs.stanford.edu/cs/cvgl/Stanford_Online_Products.zip",
-            md5="7f73d41a2f44250d4779881525aea32e",
-            checksum_source="zip_md5 of the SOP loaders of pytorch-metric-learning and others",
-        ),
-    ),
-}
 
 
 @dataclass
@@ -91,6 +62,9 @@ class DownloadResult:
         verified: how it was verified (``"md5"``, ``"sha256"``, or ``"recorded"`` when no
             checksum is published and the first download's SHA-256 was recorded).
         size: its size in bytes.
+        url: the URL it came from (set by :func:`download`).
+        last_worked: when that URL was last known to work, from :data:`REMOTES` (set by
+            :func:`download`; ``""`` for a URL given with ``urls``).
     """
 
     path: Path
@@ -99,6 +73,8 @@ class DownloadResult:
     sha256: str
     verified: str
     size: int
+    url: str = ""
+    last_worked: str = ""
 
 
 def _sidecar(path):
@@ -387,7 +363,11 @@ class _nullcontext:
         return False
 
 
-def _resolve_urls(name, remotes, urls):
+_ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar", ".zip")
+
+
+def _resolve(name, remotes, urls):
+    """The files to fetch: ``(filename, url, remote or None)``; ``remote`` gives the checksum."""
     chosen = {remote.filename: remote.url for remote in remotes}
     for url in urls or ():
         path = urllib.parse.urlparse(url).path
@@ -399,13 +379,18 @@ def _resolve_urls(name, remotes, urls):
             chosen[base] = url
         elif len(remotes) == 1:
             chosen[remotes[0].filename] = url
+        elif len(urls) == 1 and base.lower().endswith(_ARCHIVE_SUFFIXES):
+            return [(base, url, None)]  # one archive holding the whole dataset (a mirror)
         else:
             files = ", ".join(remote.filename for remote in remotes)
             raise DownloadError(
                 f"Cannot tell which file of {name} the URL {url} is for: {name} has the files {files}. Give URLs "
-                "ending with these file names, or one folder URL ending with '/'."
+                "ending with these file names, one folder URL ending with '/', or one archive (.zip, .tgz, .tar) "
+                "holding the whole dataset."
             )
-    return chosen
+    if not urls and any(remote.offline for remote in remotes):
+        raise DownloadError(offline_notice(name))
+    return [(remote.filename, chosen[remote.filename], remote) for remote in remotes]
 
 
 def download(
@@ -427,7 +412,9 @@ def download(
         to: the target folder. Defaults to ``"data/raw"``, where ``kerasml ingest`` looks.
         urls: URLs replacing the official ones: a URL ending with a file name of the
             dataset replaces that file's URL; a URL ending with ``/`` is a folder holding
-            every file; a single URL replaces the URL of a one-file dataset.
+            every file; a single URL replaces the URL of a one-file dataset, and a single
+            archive URL (``.zip``, ``.tgz``, ``.tar``) of a many-file dataset is fetched in
+            place of all its files (a mirror such as ``CARS196.zip``; no published checksum).
         extract: also extract the archives under ``to`` (refusing unsafe entries). Not
             needed by ``kerasml ingest``, which reads the archives directly.
         retries: further attempts per file. Defaults to 3.
@@ -440,7 +427,9 @@ def download(
         The list of :class:`DownloadResult`, one per file.
 
     Raises:
-        DownloadError: for an unknown dataset, an HTTP error or a failed transfer.
+        DownloadError: for an unknown dataset, an HTTP error or a failed transfer, or when
+            the official files are offline and no ``urls`` are given (the message lists the
+            mirrors: :func:`offline_notice`).
         ChecksumError: on a checksum mismatch (nothing is deleted).
         ArchiveError: with ``extract=True``, for an unsafe archive.
     """
@@ -449,27 +438,36 @@ def download(
             f"Unknown dataset {name!r} for download. Expected one of: {', '.join(sorted(REMOTES))}. "
             "(digits and procedural are built in and need no download.)"
         )
-    remotes = REMOTES[name]
-    chosen = _resolve_urls(name, remotes, urls)
     to = Path(to)
     results = []
-    for remote in remotes:
-        result = download_file(
-            chosen[remote.filename],
-            to / remote.filename,
-            md5=remote.md5,
-            sha256=remote.sha256,
-            retries=retries,
-            timeout=timeout,
-            backoff=backoff,
-            console=console,
-            quiet=quiet,
-        )
+    for filename, url, remote in _resolve(name, REMOTES[name], urls):
+        official = remote is not None and url == remote.url
+        try:
+            result = download_file(
+                url,
+                to / filename,
+                md5=remote.md5 if remote else None,
+                sha256=remote.sha256 if remote else None,
+                retries=retries,
+                timeout=timeout,
+                backoff=backoff,
+                console=console,
+                quiet=quiet,
+            )
+        except DownloadError as error:
+            if not official:
+                raise
+            raise DownloadError(
+                f"{error} This address last worked {remote.last_worked}; if the host moved, docs/datasets.md "
+                "lists the known copies."
+            ) from error
+        result.url = url
+        result.last_worked = remote.last_worked if official else ""
         results.append(result)
-        if extract and remote.filename.endswith((".tgz", ".tar.gz", ".tar", ".zip")):
+        if extract and filename.lower().endswith(_ARCHIVE_SUFFIXES):
             from kerasml.data.archives import safe_extract
 
-            marker = to / f".{remote.filename}.extracted"
+            marker = to / f".{filename}.extracted"
             if not marker.exists():
                 safe_extract(result.path, to)
                 marker.write_text(result.sha256 + "\n", encoding="utf-8")

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from kerasml.data.errors import IngestError
-from kerasml.data.sources import get_source
+from kerasml.data.sources import get_source, store_filename
+from kerasml.data.sources.base import RAW_FOLDER, STORE_FOLDER
 from kerasml.data.store import StoreWriter
 
 __all__ = ["FITS", "IngestResult", "decode_image", "default_out", "fit_image", "ingest"]
@@ -34,15 +35,16 @@ FITS = ("crop", "pad")
 _SKIP_EXAMPLES = 20
 
 
-def default_out(name, classes=None, folder="data"):
-    """The default store path: ``data/<name><N>.h5``, or ``data/<name>.h5`` without ``classes``.
+def default_out(name, classes=None, folder=STORE_FOLDER, seed=0):
+    """The default store path: ``data/<name>-<N>.h5``, or ``data/<name>.h5`` without ``classes``
+    (see :func:`kerasml.data.sources.store_filename`; a seed other than 0 adds ``-seed<S>``).
 
     Example:
 
-    >>> str(default_out("cub", 20)).replace("\\\\", "/")
-    'data/cub20.h5'
+    >>> str(default_out("cars196", 20)).replace("\\\\", "/"), str(default_out("cub")).replace("\\\\", "/")
+    ('data/cars196-20.h5', 'data/cub.h5')
     """
-    return Path(folder) / f"{name}{'' if classes is None else int(classes)}.h5"
+    return Path(folder) / store_filename(name, classes, seed)
 
 
 def decode_image(payload):
@@ -122,6 +124,9 @@ class IngestResult:
         skipped: the number of unreadable images skipped.
         skipped_paths: the first skipped paths.
         seconds: wall time.
+        removed_partials: ``(path, bytes)`` of the stale temporary files of earlier, hard-killed
+            ingests of the same store that were removed.
+        held_partials: temporary files of the same store that another running ingest holds.
     """
 
     path: Path
@@ -133,6 +138,8 @@ class IngestResult:
     skipped: int = 0
     skipped_paths: list = field(default_factory=list)
     seconds: float = 0.0
+    removed_partials: list = field(default_factory=list)
+    held_partials: list = field(default_factory=list)
 
 
 def _version():
@@ -167,7 +174,7 @@ def ingest(
 
     Args:
         name: a source name (see :func:`kerasml.data.get_source`).
-        out: the store to write. Defaults to :func:`default_out` (``data/<name><N>.h5``).
+        out: the store to write. Defaults to :func:`default_out` (``data/<name>-<N>.h5``).
         source_path: the original archive or folder (``--from``). Defaults to ``data/raw``
             for sources that read files.
         classes: ``None`` for the dataset's standard split; N to draw N classes at random
@@ -205,13 +212,13 @@ def ingest(
         options.setdefault("seed", seed)
     source = get_source(name, source_path, **options)
     if source.needs_path and source.path is None:
-        source.path = Path("data/raw")
+        source.path = Path(RAW_FOLDER)
     size = int(image_size or source.default_image_size)
     if not 8 <= size <= 4096:
         raise IngestError(f"Invalid value for `image_size`. Expected 8 to 4096 pixels. Received: image_size={size}")
     if hasattr(source, "prepare"):
         source.prepare(size)
-    out = Path(out) if out is not None else default_out(source.name, classes)
+    out = Path(out) if out is not None else default_out(source.name, classes, seed=seed)
 
     catalog = source.catalog()
     train_ids, test_ids = source.split_classes(classes, seed)
@@ -249,6 +256,7 @@ def ingest(
     workers = workers or min(4, os.cpu_count() or 1)
     labels, paths, skipped = [], [], []
     with StoreWriter(out, size, compression=compression, overwrite=overwrite) as writer:
+        partials = (writer.removed_partials, writer.held_partials)
         task = None
         if progress is not None:
             progress.start()
@@ -334,6 +342,8 @@ def ingest(
         skipped=len(skipped),
         skipped_paths=skipped[:_SKIP_EXAMPLES],
         seconds=time.perf_counter() - started,
+        removed_partials=partials[0],
+        held_partials=partials[1],
     )
 
 

@@ -21,14 +21,16 @@ Stores are written to a temporary name next to the target and renamed at the end
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
 import numpy as np
 
 from kerasml.data.errors import StoreError
+from kerasml.data.sources import store_hint
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Store", "StoreWriter", "open_store", "validate_store"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Store", "StoreWriter", "open_store", "remove_stale_partials", "validate_store"]
 
 FORMAT = "kerasml.store"
 FORMAT_VERSION = 1
@@ -55,13 +57,73 @@ def _strings(values):
     return np.array([str(v) for v in values], dtype=object)
 
 
+# The temporary files of the writers open in this process (never stale).
+_LIVE = set()
+
+
+def _partial_name(path):
+    return re.compile(rf"\.{re.escape(Path(path).name)}\.[0-9a-f]{{8}}\.partial")
+
+
+def _held(tmp):
+    """Whether a running writer holds ``tmp``: HDF5 refuses to open a file another process writes."""
+    if tmp.resolve() in _LIVE:
+        return True
+    try:
+        with _h5py().File(tmp, "r"):
+            pass
+    except OSError as error:
+        return "lock" in str(error).lower()
+    return False
+
+
+def remove_stale_partials(path):
+    """Delete the temporary files that interrupted writes of the store ``path`` left behind.
+
+    A :class:`StoreWriter` writes to a hidden ``.<name>.<hash>.partial`` next to ``path``. An
+    exception or Ctrl-C deletes it; a hard kill (``kill -9``, a power cut) cannot, and it can
+    be as large as the dataset. This removes every such file that no running ingest holds
+    (HDF5 locks the file it writes; on systems where HDF5 does not lock, the file of a running
+    ingest cannot be deleted while it is open).
+
+    Args:
+        path: the store's final path.
+
+    Returns:
+        ``(removed, held)``: the removed files as ``(path, bytes)`` pairs, and the partial files
+        left in place because a running ingest holds them.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return [], []
+    pattern = _partial_name(path)
+    removed, held = [], []
+    for candidate in sorted(folder.iterdir()):
+        if not pattern.fullmatch(candidate.name) or not candidate.is_file():
+            continue
+        if _held(candidate):
+            held.append(candidate)
+            continue
+        size = candidate.stat().st_size
+        try:
+            candidate.unlink()
+        except OSError:  # open in another process (Windows)
+            held.append(candidate)
+        else:
+            removed.append((candidate, size))
+    return removed, held
+
+
 class StoreWriter:
     """Writes a store to a temporary file and renames it into place on :meth:`commit`.
 
     Images are appended one at a time (:meth:`append`); labels, classes, splits and
     provenance are written by :meth:`commit`, which marks the file complete last and then
     renames it. :meth:`abort` (or leaving a ``with`` block by an exception, including
-    ``KeyboardInterrupt``) deletes the temporary file.
+    ``KeyboardInterrupt``) deletes the temporary file. A hard kill cannot: the next writer of the
+    same path removes what such kills left (:func:`remove_stale_partials`; see
+    :attr:`removed_partials` and :attr:`held_partials`).
 
     Args:
         path: the final file name.
@@ -69,12 +131,19 @@ class StoreWriter:
         compression: ``None``, ``"lzf"`` or ``"gzip"`` for the image dataset.
         overwrite: replace an existing file at ``path``. Defaults to ``False``.
 
+    Attributes:
+        tmp_path: the temporary file being written.
+        removed_partials: ``(path, bytes)`` of each stale temporary file of ``path`` removed on
+            construction (left by a hard-killed earlier write).
+        held_partials: the temporary files of ``path`` that another running write holds.
+
     Raises:
         StoreError: if ``path`` exists and ``overwrite`` is false, or cannot be written.
     """
 
     def __init__(self, path, image_size, *, compression=None, overwrite=False):
         self.path = Path(path)
+        self.removed_partials, self.held_partials = remove_stale_partials(self.path)
         if self.path.exists() and not overwrite:
             raise StoreError(
                 f"{self.path} already exists. Pass --overwrite (overwrite=True) to replace it, or choose another --out."
@@ -91,6 +160,7 @@ class StoreWriter:
             raise StoreError(
                 f"Cannot write {self.tmp_path} ({error}). Check the folder's permissions and space."
             ) from error
+        _LIVE.add(self.tmp_path.resolve())
         self._file.attrs["kerasml_format"] = FORMAT
         self._file.attrs["format_version"] = FORMAT_VERSION
         self._images = self._file.create_dataset(
@@ -158,6 +228,7 @@ class StoreWriter:
         file.attrs["complete"] = 1  # last: an interrupted write never has it
         file.close()
         os.replace(self.tmp_path, self.path)
+        _LIVE.discard(self.tmp_path.resolve())
         return self.path
 
     def abort(self):
@@ -167,6 +238,7 @@ class StoreWriter:
                 self._file.close()
         finally:
             self.tmp_path.unlink(missing_ok=True)
+            _LIVE.discard(self.tmp_path.resolve())
 
     def __enter__(self):
         return self
@@ -193,7 +265,8 @@ def validate_store(path):
     """
     path = Path(path)
     if not path.exists():
-        raise StoreError(f"{path} does not exist. Create a store with `kerasml ingest` (e.g. `kerasml ingest digits`).")
+        where = "" if path.is_absolute() else f" (in the working directory {Path.cwd()})"
+        raise StoreError(f"{path} does not exist{where}. {store_hint(path)}")
     if path.is_dir():
         raise _invalid(path, "it is a folder, not an HDF5 file")
     h5py = _h5py()

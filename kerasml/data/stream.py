@@ -65,7 +65,7 @@ class TrainStream(keras.utils.PyDataset):
 
     Example:
 
-    >>> stream = TrainStream("data/cub20.h5", "npair", batch_size=32, workers=2,
+    >>> stream = TrainStream("data/cub-20.h5", "npair", batch_size=32, workers=2,
     ...                      use_multiprocessing=True)  # doctest: +SKIP
     >>> model.fit(stream, epochs=10)  # doctest: +SKIP
     """

@@ -9,11 +9,15 @@
   (eq. 1 with J_avg as state), `HDMLGenerator`.
 - `kerasml.hdml.model`: `HDMLModel`, a `kerasml.models.MetricModel` plus HDML's branch.
 - `kerasml.hdml.optimizers`: `ParameterGroupOptimizer` (one optimizer per group).
+- `kerasml.hdml.conventions`: ``"kerasml"`` (the paper's step, default) and
+  ``"authors"`` (the HDML authors' code exactly), the decisions `HDMLModel`
+  asks its convention (``HDMLModel(..., convention=...)``, docs/hdml.md).
 
 Each base loss computes its own synthetic loss ``J_syn``
 (`kerasml.losses.MetricLoss.synthetic_loss`).
 """
 
+from kerasml.hdml.conventions import CONVENTIONS, AuthorsConvention, KerasmlConvention
 from kerasml.hdml.layers import BlockMean, HardnessAwareAugmentation, HDMLGenerator
 from kerasml.hdml.model import CLASSIFIER, GENERATOR, HDML_ARGUMENTS, TERMS, HDMLModel
 from kerasml.hdml.ops import (
@@ -31,13 +35,16 @@ from kerasml.hdml.optimizers import ParameterGroupOptimizer
 
 __all__ = [
     "CLASSIFIER",
+    "CONVENTIONS",
     "GENERATOR",
     "HDML_ARGUMENTS",
     "TERMS",
+    "AuthorsConvention",
     "BlockMean",
     "HDMLGenerator",
     "HDMLModel",
     "HardnessAwareAugmentation",
+    "KerasmlConvention",
     "ParameterGroupOptimizer",
     "generator_loss",
     "hardness_factor",

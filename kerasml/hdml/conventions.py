@@ -29,7 +29,7 @@ from keras import ops
 
 from kerasml._validation import check_choice
 from kerasml.hdml.ops import cross_entropy_rows
-from kerasml.losses._base import HDML_CONVENTIONS
+from kerasml.losses import HDML_CONVENTIONS
 
 #: Names of the conventions `HDMLModel` accepts.
 CONVENTIONS = HDML_CONVENTIONS

@@ -46,6 +46,7 @@ from kerasml.hdml import conventions
 from kerasml.hdml import ops as H
 from kerasml.hdml.layers import BlockMean, HardnessAwareAugmentation, HDMLGenerator
 from kerasml.hdml.optimizers import ParameterGroupOptimizer
+from kerasml.losses import layouts
 from kerasml.losses.pairwise import as_embeddings
 from kerasml.models.metric_model import MetricModel
 
@@ -201,6 +202,8 @@ class HDMLModel(MetricModel):
                     f"0..{self.num_classes - 1}; received label(s) {sorted(set(bad.tolist()))[:8]}. "
                     "Remap the training classes to 0..C-1 (kerasml.data streams do)."
                 )
+            # The augmentation reads the batch by position, even where the base loss accepts any order.
+            layouts.LAYOUTS[self.layout].check_labels(values, f"HDMLModel ({self.layout} synthesis)")
 
     def _weight_decay(self):
         if not self.weight_decay:
@@ -213,10 +216,8 @@ class HDMLModel(MetricModel):
         j_m = self.base_loss.real_loss(labels, z, convention=self.convention)
         return j_m, j_m + self._weight_decay()
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if y is not None:
-            self._check_labels(y)
-        labels, features, z = self._forward_for_loss(x, y, y_pred, training)
+    def batch_loss(self, labels, features, z, training=True):
+        self._check_labels(labels)
         j_m, regularised = self._metric_loss(labels, z)
         w = H.synthetic_weight(self.beta, self.j_gen_mean.value)
         if not training:

@@ -2,18 +2,21 @@
 
 from keras import ops
 
+from kerasml.distribution import batch_moments
+
 
 def batch_norm(x, layer, training, update_statistics, momentum, epsilon, gamma=None, beta=None):
     """Normalise ``x [M, F]`` with the ``gamma``/``beta``/``moving_*`` weights of ``layer``.
 
     ``gamma`` and ``beta`` replace the layer's own (e.g. gradient-stopped copies).
 
-    ``training=True`` uses the batch moments and, when ``update_statistics`` is
+    ``training=True`` uses the batch moments (of the global batch when replicas
+    train together: `kerasml.distribution.batch_moments`) and, when ``update_statistics`` is
     true, moves ``moving_mean``/``moving_variance`` toward them (``m ← μ m +
     (1 − μ) x``, Keras' convention). ``training=False`` uses the moving moments.
     """
     if training:
-        mean, variance = ops.moments(x, axes=[0])
+        mean, variance = batch_moments(x)  # over the global batch on several replicas
         if update_statistics:
             layer.moving_mean.assign(momentum * layer.moving_mean + (1.0 - momentum) * ops.stop_gradient(mean))
             layer.moving_variance.assign(

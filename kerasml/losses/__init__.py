@@ -15,26 +15,88 @@ class                  function                    batch layout
 `NPairLoss`            `npair_loss`                ``[a_1..a_N; p_1..p_N]``
 `AngularLoss`          `angular_loss`              ``[a_1..a_N; p_1..p_N]``
 `DivergenceLoss`       `divergence_loss`           ``y_pred`` ``[B, M, D]``
+`MultiSimilarityLoss`  `multi_similarity_loss`     any labelled batch
+`CircleLoss`           `circle_loss`               any labelled batch
+`SupConLoss`           `supcon_loss`               any labelled batch
+`NTXentLoss`           `ntxent_loss`               any labelled batch
+`TupletMarginLoss`     `tuplet_margin_loss`        any labelled batch
+`FastAPLoss`           `fast_ap_loss`              any labelled batch
+`ProxyAnchorLoss`      `proxy_anchor_loss`         any, labels in [0, C) (*)
+`ProxyNCALoss`         `proxy_nca_loss`            any, labels in [0, C) (*)
+`NormalizedSoftmaxLoss` `normalized_softmax_loss`  any, labels in [0, C) (*)
+`SoftTripleLoss`       `soft_triple_loss`          any, labels in [0, C) (*)
+`ArcFaceLoss`          `arcface_loss`              any, labels in [0, C) (*)
+`SubCenterArcFaceLoss` `arcface_loss`              any, labels in [0, C) (*)
+`CosFaceLoss`          `cosface_loss`              any, labels in [0, C) (*)
+`MarginLoss`           `margin_loss`               any labelled batch (*)
 =====================  ==========================  ============================
+
+(*) trainable parameters (proxies, class weights, ``β``) in a `LossParameters`
+layer that the model must own: `kerasml.models.MetricModel` does
+(see `kerasml.losses.parametric` for why ``compile(loss=...)`` alone cannot).
+
+The pair and triplet losses take a ``miner`` (`kerasml.losses.miners`: which
+pairs or triplets to use, O(B²) memory) and, where the formula allows, a
+``distance`` (`kerasml.losses.distances`: ``"euclidean"``, ``"squared"``,
+``"cosine"``, ``"dot"``).
 
 Each loss owns its batch layout (`MetricLoss.layout`, see
 `kerasml.losses.layouts`) and, where HDML applies, its synthetic loss;
 `catalog()` lists them all with their spec names and aliases.
 """
 
-from kerasml.losses import layouts
-from kerasml.losses._base import MetricLoss
+from kerasml.losses import distances, layouts, miners
+from kerasml.losses._base import HDML_CONVENTIONS, MetricLoss
 from kerasml.losses.angular import AngularLoss, angular_loss
+from kerasml.losses.circle import CircleLoss, circle_loss
 from kerasml.losses.contrastive import ContrastiveLoss, contrastive_loss
 from kerasml.losses.divergence import DivergenceLoss, divergence_loss
+from kerasml.losses.fast_ap import FastAPLoss, fast_ap_loss
 from kerasml.losses.layouts import Layout, check_npair_batch, check_triplet_batch
 from kerasml.losses.lifted import LiftedStructureLoss, lifted_structure_loss
+from kerasml.losses.margin import MarginLoss, margin_loss
+from kerasml.losses.margin_softmax import ArcFaceLoss, CosFaceLoss, SubCenterArcFaceLoss, arcface_loss, cosface_loss
+from kerasml.losses.multi_similarity import MultiSimilarityLoss, multi_similarity_loss
 from kerasml.losses.npair import NPairLoss, npair_loss
+from kerasml.losses.parametric import LossParameters, ParametricLoss, ProxyLoss
+from kerasml.losses.proxy import (
+    NormalizedSoftmaxLoss,
+    ProxyAnchorLoss,
+    ProxyNCALoss,
+    SoftTripleLoss,
+    normalized_softmax_loss,
+    proxy_anchor_loss,
+    proxy_nca_loss,
+    soft_triple_loss,
+)
 from kerasml.losses.registry import LossEntry, Registry
+from kerasml.losses.supcon import NTXentLoss, SupConLoss, ntxent_loss, supcon_loss
 from kerasml.losses.triplet import TripletLoss, triplet_loss
+from kerasml.losses.tuplet_margin import TupletMarginLoss, tuplet_margin_loss
 
 #: Every kerasml loss, in the order the docs and ``kerasml losses`` list them.
-LOSSES = (ContrastiveLoss, TripletLoss, LiftedStructureLoss, NPairLoss, AngularLoss, DivergenceLoss)
+LOSSES = (
+    ContrastiveLoss,
+    TripletLoss,
+    LiftedStructureLoss,
+    NPairLoss,
+    AngularLoss,
+    DivergenceLoss,
+    MultiSimilarityLoss,
+    CircleLoss,
+    SupConLoss,
+    NTXentLoss,
+    TupletMarginLoss,
+    FastAPLoss,
+    ProxyAnchorLoss,
+    ProxyNCALoss,
+    NormalizedSoftmaxLoss,
+    SoftTripleLoss,
+    ArcFaceLoss,
+    SubCenterArcFaceLoss,
+    CosFaceLoss,
+    MarginLoss,
+)
 _REGISTRY = Registry(LOSSES)
 
 
@@ -93,26 +155,59 @@ def get(identifier):
 
 
 __all__ = [
+    "HDML_CONVENTIONS",
     "LOSSES",
     "AngularLoss",
+    "ArcFaceLoss",
+    "CircleLoss",
     "ContrastiveLoss",
+    "CosFaceLoss",
     "DivergenceLoss",
+    "FastAPLoss",
     "Layout",
     "LiftedStructureLoss",
     "LossEntry",
+    "LossParameters",
+    "MarginLoss",
     "MetricLoss",
+    "MultiSimilarityLoss",
     "NPairLoss",
+    "NTXentLoss",
+    "NormalizedSoftmaxLoss",
+    "ParametricLoss",
+    "ProxyAnchorLoss",
+    "ProxyLoss",
+    "ProxyNCALoss",
+    "SoftTripleLoss",
+    "SubCenterArcFaceLoss",
+    "SupConLoss",
     "TripletLoss",
+    "TupletMarginLoss",
     "angular_loss",
+    "arcface_loss",
     "catalog",
     "check_npair_batch",
     "check_triplet_batch",
+    "circle_loss",
     "contrastive_loss",
+    "cosface_loss",
+    "distances",
     "divergence_loss",
+    "fast_ap_loss",
     "get",
     "layouts",
     "lifted_structure_loss",
     "loss_class",
+    "margin_loss",
+    "miners",
+    "multi_similarity_loss",
+    "normalized_softmax_loss",
     "npair_loss",
+    "ntxent_loss",
+    "proxy_anchor_loss",
+    "proxy_nca_loss",
+    "soft_triple_loss",
+    "supcon_loss",
     "triplet_loss",
+    "tuplet_margin_loss",
 ]

@@ -6,6 +6,7 @@ from keras import ops
 
 from kerasml._backend import is_concrete
 from kerasml._validation import check_choice
+from kerasml.distribution import gather_batch, global_batch_scope, scale_loss
 from kerasml.losses.layouts import ANY
 from kerasml.losses.pairwise import as_embeddings, as_labels
 
@@ -84,10 +85,13 @@ class MetricLoss(keras.losses.Loss):
                 "from `fit`, or balance classes in the batch sampler instead."
             )
         with keras.name_scope(self.name):
-            if self._checks_layout and is_concrete(y_true):
-                self.check_batch(np.asarray(ops.convert_to_numpy(y_true)).reshape(-1))
-            loss = self.call(as_labels(y_true), as_embeddings(y_pred))
-            return ops.cast(loss, self.dtype)
+            # On R replicas: the loss of the global batch, as this replica's share (kerasml.distribution).
+            labels, embeddings = gather_batch(as_labels(y_true), as_embeddings(y_pred))
+            with global_batch_scope():
+                if self._checks_layout and is_concrete(labels):
+                    self.check_batch(np.asarray(ops.convert_to_numpy(labels)).reshape(-1))
+                loss = self.call(labels, embeddings)
+            return ops.cast(scale_loss(loss), self.dtype)
 
     @property
     def _checks_layout(self):

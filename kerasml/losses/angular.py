@@ -5,10 +5,11 @@ import math
 import keras
 from keras import ops
 
+from kerasml.losses import pairing
 from kerasml.losses._base import MetricLoss, check_convention
-from kerasml.losses.layouts import NPAIR
+from kerasml.losses.layouts import PAIRS
 from kerasml.losses.npair import (
-    npair_cross_entropy,
+    npair_term,
     split_pairs,
     synthetic_npair_cross_entropy,
     synthetic_squared_norm,
@@ -23,15 +24,35 @@ from kerasml.losses.pairwise import (
 )
 
 
-def _angular_term(labels, embeddings, tan_sq):
-    anchor_labels, positive_labels, anchors, positives = split_pairs(labels, embeddings)
-    # f_in = 4 tan²α (a_i + p_i)·x_n − 2 (1 + tan²α) a_i·p_i, for every sample n.
-    pair_dot = ops.sum(anchors * positives, axis=1, keepdims=True)  # [N, 1]
-    centre_dot = ops.matmul(anchors + positives, ops.transpose(embeddings))  # [N, B]
+def _angular_rows(anchor_labels, anchors, positives, labels, embeddings, tan_sq):
+    # f_in = 4 tan²α (a_i + p_i)·x_n − 2 (1 + tan²α) a_i·p_i, for every sample n of another class.
+    pair_dot = ops.sum(anchors * positives, axis=1, keepdims=True)  # [A, 1]
+    centre_dot = ops.matmul(anchors + positives, ops.transpose(embeddings))  # [A, B]
     f = 4.0 * tan_sq * centre_dot - 2.0 * (1.0 + tan_sq) * pair_dot
-    negative = ops.expand_dims(anchor_labels, 1) != ops.expand_dims(labels, 0)  # [N, B]
-    per_anchor = ops.logaddexp(0.0, masked_logsumexp(f, negative, axis=1))
+    negative = ops.expand_dims(anchor_labels, 1) != ops.expand_dims(labels, 0)  # [A, B]
+    return ops.logaddexp(0.0, masked_logsumexp(f, negative, axis=1))
+
+
+def _angular_halves(labels, embeddings, tan_sq):
+    anchor_labels, positive_labels, anchors, positives = split_pairs(labels, embeddings)
+    per_anchor = _angular_rows(anchor_labels, anchors, positives, labels, embeddings, tan_sq)
     return masked_mean(per_anchor, anchor_labels == positive_labels)
+
+
+def _angular_paired(labels, embeddings, tan_sq):
+    # Pairs from the labels, in any order (kerasml.losses.pairing); every row is a candidate anchor.
+    is_anchor, partner = pairing.pairs_from_labels(labels)
+    positives = ops.take(embeddings, partner, axis=0)
+    per_anchor = _angular_rows(labels, embeddings, positives, labels, embeddings, tan_sq)
+    return masked_mean(per_anchor, is_anchor)
+
+
+def _angular_term(labels, embeddings, tan_sq):
+    return ops.cond(
+        pairing.halves_are_pairs(labels),
+        lambda: _angular_halves(labels, embeddings, tan_sq),
+        lambda: _angular_paired(labels, embeddings, tan_sq),
+    )
 
 
 def angular_loss(
@@ -63,7 +84,7 @@ def angular_loss(
     tan_sq = math.tan(math.radians(alpha_degrees)) ** 2
     loss = angular_weight * _angular_term(labels, x, tan_sq)
     if npair_weight:
-        loss = loss + npair_weight * npair_cross_entropy(*split_pairs(labels, x))
+        loss = loss + npair_weight * npair_term(labels, x)
     if l2_reg:
         loss = loss + l2_reg * ops.mean(ops.sum(ops.square(raw), axis=1))
     return loss
@@ -116,7 +137,7 @@ class AngularLoss(MetricLoss):
     """
 
     names = ("angular",)
-    batch_layout = NPAIR
+    batch_layout = PAIRS
     hdml_summary = "yes: N² synthetic negatives per batch"
 
     def __init__(

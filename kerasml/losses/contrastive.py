@@ -3,14 +3,18 @@
 import keras
 from keras import ops
 
+from kerasml.losses import distances, miners
 from kerasml.losses._base import MetricLoss
 from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
     batch_size,
+    masked_mean,
     pairwise_squared_distances,
     safe_sqrt,
 )
+
+_EUCLIDEAN = distances.Euclidean()
 
 
 def _contrastive(labels, embeddings, margin):
@@ -27,7 +31,15 @@ def _contrastive(labels, embeddings, margin):
     return 0.5 * (positive_term + negative_term)
 
 
-def contrastive_loss(labels, embeddings, margin=1.0):
+def _contrastive_mined(labels, embeddings, margin, miner):
+    """The same two means over the pairs ``miner`` selects (by Euclidean distance)."""
+    d2 = pairwise_squared_distances(embeddings)
+    d = safe_sqrt(d2)
+    positive, negative = miners.mine_pairs(miner, labels, d, _EUCLIDEAN, embeddings)
+    return 0.5 * (masked_mean(d2, positive) + masked_mean(ops.square(ops.relu(margin - d)), negative))
+
+
+def contrastive_loss(labels, embeddings, margin=1.0, miner=None):
     """Contrastive loss of a batch, functional form of `ContrastiveLoss`.
 
     With ``d_ij = ‖x_i − x_j‖`` (Euclidean), ``P`` the pairs ``i ≠ j`` of one
@@ -41,11 +53,17 @@ def contrastive_loss(labels, embeddings, margin=1.0):
         labels: int class ids ``[B]``.
         embeddings: float ``[B, D]``.
         margin: ``m``, the distance beyond which a negative pair costs nothing.
+        miner: a `kerasml.losses.miners.Miner` (or its name / dict) choosing the
+            pairs, or ``None`` for every pair.
 
     Returns:
         The scalar loss (float32).
     """
-    return _contrastive(as_labels(labels), as_embeddings(embeddings), float(margin))
+    miner = miners.get(miner)
+    labels, embeddings = as_labels(labels), as_embeddings(embeddings)
+    if miner is None:
+        return _contrastive(labels, embeddings, float(margin))
+    return _contrastive_mined(labels, embeddings, float(margin), miner)
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
@@ -60,7 +78,10 @@ class ContrastiveLoss(MetricLoss):
     Batch convention: any labelled batch ``(y_true [B] int, y_pred [B, D])``.
     Positive and negative pairs are averaged separately, so a batch with many
     more negatives than positives does not drown the positives; an empty set
-    contributes 0 (a batch of one class has only the positive term).
+    contributes 0 (a batch of one class has only the positive term). With a
+    ``miner`` (any of `kerasml.losses.miners`, ranking pairs by Euclidean
+    distance), ``P`` and ``N`` are the mined pairs; a triplet miner gives the
+    pairs of its triplets.
 
     Defaults follow Hadsell et al. (Euclidean distance, squared hinge, ½
     factors, margin 1). pytorch-metric-learning's `ContrastiveLoss` uses the
@@ -69,6 +90,8 @@ class ContrastiveLoss(MetricLoss):
 
     Args:
         margin: ``m``. Defaults to ``1.0``.
+        miner: a `kerasml.losses.miners.Miner`, a miner name, ``{"type": name,
+            ...arguments}``, or ``None``/``"all"`` for every pair. Defaults to ``None``.
         name: name of the loss. Defaults to ``"contrastive_loss"``.
         reduction: accepted for Keras compatibility (the loss is a scalar).
         dtype: dtype of the returned value; computation is float32.
@@ -89,12 +112,15 @@ class ContrastiveLoss(MetricLoss):
 
     names = ("contrastive",)
 
-    def __init__(self, margin=1.0, name="contrastive_loss", reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, margin=1.0, miner=None, name="contrastive_loss", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = float(margin)
+        self.miner = miners.get(miner)
 
     def call(self, y_true, y_pred):
-        return _contrastive(y_true, y_pred, self.margin)
+        if self.miner is None:
+            return _contrastive(y_true, y_pred, self.margin)
+        return _contrastive_mined(y_true, y_pred, self.margin, self.miner)
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin}
+        return {**super().get_config(), "margin": self.margin, "miner": distances.serialize(self.miner)}

@@ -48,7 +48,9 @@ def fast_ap_loss(labels, embeddings, bins=10):
 
 def _check_bins(bins):
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"Invalid value for argument `bins` of FastAPLoss. Expected an int >= 1. Received: bins={bins!r}")
+        raise ValueError(
+            f"Invalid value for argument `bins` of FastAPLoss. Expected an int >= 1. Received: bins={bins!r}"
+        )
     return bins
 
 

@@ -101,8 +101,8 @@ class MultiSimilarityLoss(MetricLoss):
     >>> loss = kerasml.losses.MultiSimilarityLoss(miner=None)
     >>> labels = np.array([0, 0, 1, 1])
     >>> x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    >>> round(float(loss(labels, x)), 4)      # S = 1 within, 0 across classes
-    0.2164
+    >>> round(float(loss(labels, x)), 4)      # ½ log(1 + e^-1): S = 1 within, 0 across classes
+    0.1566
 
     Reference:
         Wang, Han, Huang, Dong, Scott, "Multi-Similarity Loss with General Pair

@@ -3,13 +3,15 @@
 import keras
 from keras import ops
 
+from kerasml.losses import pairing
 from kerasml.losses._base import MetricLoss, check_convention
-from kerasml.losses.layouts import NPAIR
+from kerasml.losses.layouts import PAIRS
 from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
     batch_size,
     identity_mask,
+    masked_logsumexp,
     masked_mean,
 )
 
@@ -63,8 +65,31 @@ def synthetic_squared_norm(anchors, tuples):
     return 0.5 * (anchor_norms + tuple_norms)
 
 
+def paired_npair_cross_entropy(labels, embeddings):
+    """N-pair cross-entropy with the pairs found from the labels (`kerasml.losses.pairing`), in any order.
+
+    ``mean_i [logsumexp_k x_i·p_k − x_i·p_i]`` over the anchors ``i`` (each class's first
+    sample; ``p_i`` its class's next sample) and the anchors' positives ``k``: on a batch in
+    the ``[a_1..a_N; p_1..p_N]`` order it is `npair_cross_entropy` of the halves.
+    """
+    is_anchor, partner = pairing.pairs_from_labels(labels)
+    positives = ops.take(embeddings, partner, axis=0)  # row i: the positive of anchor i
+    logits = ops.matmul(embeddings, ops.transpose(positives))  # [B, B]: x_i · p_k
+    own = ops.sum(ops.where(identity_mask(batch_size(logits)), logits, 0.0), axis=1)
+    return masked_mean(masked_logsumexp(logits, ops.expand_dims(is_anchor, 0), axis=1) - own, is_anchor)
+
+
+def npair_term(labels, embeddings):
+    """The N-pair cross-entropy of a batch in any order; the halves order takes the fast path."""
+    return ops.cond(
+        pairing.halves_are_pairs(labels),
+        lambda: npair_cross_entropy(*split_pairs(labels, embeddings)),
+        lambda: paired_npair_cross_entropy(labels, embeddings),
+    )
+
+
 def _npair(labels, embeddings, l2_reg):
-    loss = npair_cross_entropy(*split_pairs(labels, embeddings))
+    loss = npair_term(labels, embeddings)
     if l2_reg:
         loss = loss + l2_reg * ops.mean(ops.sum(ops.square(embeddings), axis=1))
     return loss
@@ -133,7 +158,7 @@ class NPairLoss(MetricLoss):
     """
 
     names = ("npair", "npairs", "n_pair", "NpairLoss")
-    batch_layout = NPAIR
+    batch_layout = PAIRS
     hdml_summary = "yes: N² synthetic negatives per batch"
 
     def __init__(self, l2_reg=0.002, name="npair_loss", reduction="sum_over_batch_size", dtype=None):

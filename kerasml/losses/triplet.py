@@ -1,10 +1,8 @@
 """Triplet margin loss with structured batches, label-based mining or any miner and distance."""
 
 import keras
-import numpy as np
 from keras import ops
 
-from kerasml._backend import is_concrete
 from kerasml._validation import check_choice
 from kerasml.losses import distances, miners
 from kerasml.losses._base import MetricLoss, check_convention
@@ -192,6 +190,7 @@ class TripletLoss(MetricLoss):
         self.mining = mining
         self.distance = _distance(distance)
         self.miner = miners.get(miner)
+        self._structured_reduction = "mean"
 
     @property
     def layout(self):
@@ -221,10 +220,11 @@ class TripletLoss(MetricLoss):
         """
         if _authors_reduction(convention) == "mean" or self.mining != "structured":
             return super().real_loss(labels, embeddings, convention)
-        if is_concrete(labels):
-            self.check_batch(np.asarray(ops.convert_to_numpy(labels)).reshape(-1))
-        value = _structured(as_labels(labels), as_embeddings(embeddings), self.margin, self.distance, "sum")
-        return ops.cast(value, self.dtype)
+        self._structured_reduction = "sum"  # read by `call` while the loss runs
+        try:
+            return self(labels, embeddings)
+        finally:
+            self._structured_reduction = "mean"
 
     def synthetic_loss(self, labels, anchors, tuples, convention="kerasml"):
         """``J_syn``: the structured triplet loss of the synthetic batch ``[ã; p̃; ñ]`` (``tuples`` unused).
@@ -237,7 +237,7 @@ class TripletLoss(MetricLoss):
 
     def call(self, y_true, y_pred):
         if self.mining == "structured":
-            return _structured(y_true, y_pred, self.margin, self.distance)
+            return _structured(y_true, y_pred, self.margin, self.distance, self._structured_reduction)
         return _mined(y_true, y_pred, self.margin, self.distance, self._miner)
 
     def get_config(self):

@@ -8,13 +8,17 @@ it and adds HDML's branch. One training step on ``(x, labels)``::
     loss = J_m + weight decay     J_m = base_loss(labels, z)
 """
 
+import threading
+
 import keras
 import numpy as np
 from keras import ops
 
+from kerasml import distribution
 from kerasml import losses as kl
 from kerasml.layers import EmbeddingProjector
 from kerasml.losses.pairwise import as_embeddings, as_labels
+from kerasml.models.optimizers import ParameterGroupOptimizer
 
 #: Adam's learning rate of the metric group (backbone + projector) when none is given: the HDML authors'.
 DEFAULT_LEARNING_RATE = 7e-5
@@ -33,7 +37,10 @@ class MetricModel(keras.Model):
         backbone: a `keras.Model` (or layer) mapping images to features ``[B, F]``.
         embedding_dim: size of ``z``. Defaults to ``128``.
         loss: the metric loss: a `kerasml.losses` instance, name or config.
-            Defaults to ``"npair"``.
+            Defaults to ``"npair"``. A loss with trainable parameters
+            (`kerasml.losses.ProxyAnchorLoss`, ``ArcFaceLoss``...) gets its
+            ``embedding_dim`` from the model, which owns and trains them
+            (group ``"loss"``, at the loss's ``lr_multiplier`` times the metric rate).
         weight_decay: ``r`` in ``r · Σ ½‖W‖²`` over the kernels (rank ≥ 2
             variables) of backbone and projector. Defaults to ``0.0``.
         **kwargs: `keras.Model` arguments (``name``...).
@@ -48,8 +55,10 @@ class MetricModel(keras.Model):
     {'metric': 0.001}
     """
 
-    #: the parameter groups, each trained by its own optimizer.
-    parameter_groups = ("metric",)
+    @property
+    def parameter_groups(self):
+        """The parameter groups, each trained by its own optimizer: ``"metric"``, and ``"loss"`` for a loss's own."""
+        return tuple(self.group_learning_rates())
 
     def __init__(self, backbone, embedding_dim=128, loss="npair", weight_decay=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -60,8 +69,12 @@ class MetricModel(keras.Model):
         self.feature_dim = int(backbone.output_shape[-1])
         self.projector = EmbeddingProjector(self.embedding_dim, name="projector")
         self.projector.build((None, self.feature_dim))
+        # The loss's trainable parameters (proxies...), sized for this model and owned by it so that fit trains them.
+        configure = getattr(self.base_loss, "configure", None)
+        self.loss_parameters = None if configure is None else configure(embedding_dim=self.embedding_dim).parameters
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in self.logged_terms()}
-        self._features_for_loss = None
+        # Per thread: tf.distribute runs each replica's step in its own thread.
+        self._step_cache = threading.local()
         self.built = True
 
     def logged_terms(self):
@@ -72,7 +85,7 @@ class MetricModel(keras.Model):
     def call(self, inputs, training=None):
         features = self.backbone(inputs, training=training)
         if training:
-            self._features_for_loss = features
+            self._step_cache.features = features
         return self.projector(features, training=training)
 
     def embed(self, x, batch_size=None):
@@ -112,12 +125,23 @@ class MetricModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def group_learning_rates(self, metric_rate=DEFAULT_LEARNING_RATE):
-        """``{group: learning rate}`` for each parameter group, the metric group at ``metric_rate``."""
-        return {"metric": metric_rate}
+        """``{group: learning rate}`` for each parameter group, the metric group at ``metric_rate``.
+
+        A loss with trainable parameters (``loss.parameters``: proxies, class
+        weights) adds the group ``"loss"`` at ``lr_multiplier × metric_rate``.
+        """
+        rates = {"metric": metric_rate}
+        if getattr(self, "loss_parameters", None) is not None:
+            rates["loss"] = metric_rate * self.loss_parameters.lr_multiplier
+        return rates
 
     def group_optimizer(self, optimizers=None, learning_rates=None):
-        """The optimizer over this model's parameter groups (see `compile`)."""
-        rates = self.group_learning_rates()
+        """The optimizer over this model's parameter groups (see `compile`).
+
+        A ``"metric"`` rate in ``learning_rates`` also sets the rate of the groups derived from it (``"loss"``).
+        """
+        metric_rate = (learning_rates or {}).get("metric")
+        rates = self.group_learning_rates() if metric_rate is None else self.group_learning_rates(metric_rate)
         chosen = dict(optimizers or {})
         for given, what in ((learning_rates or {}, "learning rate"), (chosen, "optimizer")):
             unknown = sorted(set(given) - set(self.parameter_groups))
@@ -132,7 +156,10 @@ class MetricModel(keras.Model):
         return self._combine_optimizers(chosen)
 
     def _combine_optimizers(self, optimizers):
-        return optimizers["metric"]
+        if "loss" not in optimizers:
+            return optimizers["metric"]
+        prefixes = {"loss": [v.path for v in self.loss_parameters.trainable_variables]}
+        return ParameterGroupOptimizer(optimizers, prefixes=prefixes, default_group="metric")
 
     def _weight_decay(self):
         if not self.weight_decay:
@@ -146,8 +173,8 @@ class MetricModel(keras.Model):
         """``(labels, features, z)`` of a batch, reusing the features of the ``call`` that made ``y_pred``."""
         if y is None:
             raise ValueError(f"{type(self).__name__} needs labels: call fit(x, labels).")
-        features = self._features_for_loss
-        self._features_for_loss = None
+        features = getattr(self._step_cache, "features", None)
+        self._step_cache.features = None
         if y_pred is None or features is None:
             features = self.backbone(x, training=training)
             y_pred = self.projector(features, training=training)
@@ -160,8 +187,32 @@ class MetricModel(keras.Model):
         return j_m, j_m + self._weight_decay()
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        labels, _, z = self._forward_for_loss(x, y, y_pred, training)
+        """The loss of the *global* batch (every replica's rows; see `kerasml.distribution`), as this replica's share.
+
+        Labels, backbone features and embeddings are gathered across replicas
+        (identity on one device); `batch_loss` computes the objective on them.
+        """
+        labels, features, z = self._forward_for_loss(x, y, y_pred, training)
+        labels, features, z = distribution.gather_batch(labels, features, z)
+        with distribution.global_batch_scope():
+            loss = self.batch_loss(labels, features, z, training)
+        return distribution.scale_loss(loss)
+
+    def batch_loss(self, labels, features, z, training=True):
+        """The objective of one (global) batch: ``J_m + weight decay``; logs the terms.
+
+        Args:
+            labels: int labels ``[B]``.
+            features: backbone features ``y`` ``[B, F]``.
+            z: embeddings ``[B, D]``.
+            training: whether this is a training step.
+        """
         return self._metric_loss(labels, z)[1]
+
+    def make_train_function(self, force=False):
+        # PyTorch process groups: equal start and averaged gradients (no-op elsewhere).
+        distribution.synchronize(self)
+        return super().make_train_function(force=force)
 
     # ------------------------------------------------------------ serialization
     def get_config(self):

@@ -8,7 +8,7 @@ builds (`kerasml.data`, `kerasml.models.backbones.get`, `kerasml.models.MetricMo
     name = "cub_npair_hdml"
 
     [data]
-    path = "data/cub20.h5"          # a store written by `kerasml ingest cub --classes 20`
+    path = "data/cub-20.h5"          # a store written by `kerasml ingest cub --classes 20`
 
     [model]
     backbone = "googlenet"
@@ -34,10 +34,11 @@ normalised type and spelling (the backbone's and the loss's canonical names), an
 ``parse_spec(dump_spec(spec)) == spec``.
 
 The package, by concern: `kerasml.spec.schema` (one pydantic model per table: types,
-bounds, defaults, descriptions), `kerasml.spec.rules` (the defaults that depend on other keys
-and the cross-key rules: the loss's batch layout, HDML's support, the data's classes and
-images), `kerasml.spec.overrides` (``--set``), `kerasml.spec.io` (TOML in and out) and
-`kerasml.spec.errors` (`Problem`, `SpecError`).
+bounds, defaults, descriptions), `kerasml.spec.fields` (a table checked key by key against its
+model, pydantic's errors in the spec's words), `kerasml.spec.draft` and `kerasml.spec.rules`
+(the defaults that depend on other keys and the cross-key rules: the loss's batch layout,
+HDML's support, the data's classes and images), `kerasml.spec.overrides` (``--set``),
+`kerasml.spec.io` (TOML in and out) and `kerasml.spec.errors` (`Problem`, `SpecError`).
 
 Defaults that depend on other keys: ``data.image_size`` (227 for a store, else the builtin
 source's own: 32 for digits, 64 for procedural), ``data.classes`` (100 for builtin procedural,
@@ -55,7 +56,7 @@ come from the builtin source, or, with ``check_files=True``, from the store itse
 paths (``data.path``, ``model.weights``, ``experiment.output_dir``) start from the working
 directory, as for ``kerasml ingest``.
 
-The study's command-line flags (``reference/hdml-study.txt``) map onto spec keys
+The study's command-line flags (docs/study.md) map onto spec keys
 (`STUDY_FLAGS`):
 
 =========================  ========================  =============================================
@@ -137,10 +138,10 @@ def _problem_order(problem):
     section, _, key = problem.key.partition(".")
     if section not in SECTIONS:
         return (-1, 0)
-    keys = schema.KEYS[section]
-    if not key:
+    keys, name = schema.KEYS[section], key.split(".", 1)[0]  # model.backbone_options.x sorts as backbone_options
+    if not name:
         return (SECTIONS.index(section), -1)  # the table itself
-    return (SECTIONS.index(section), keys.index(key) if key in keys else len(keys))
+    return (SECTIONS.index(section), keys.index(name) if name in keys else len(keys))
 
 
 def resolve_spec(text, overrides=(), source="<string>", check_files=True):

@@ -3,7 +3,7 @@
 ``train.max_steps=100``, ``model.hdml=false``, ``eval.ks=[1,2,4]`` and
 ``model.backbone_options={feature_dim=32}`` are TOML values; a bare word, or any value given
 to a string key, is taken as the string itself (``data.builtin=digits``,
-``data.path=data/cub20.h5``, ``experiment.name=2024``). Setting one data source
+``data.path=data/cub-20.h5``, ``experiment.name=2024``). Setting one data source
 (``data.path`` / ``data.builtin``) drops the other one of the file.
 """
 

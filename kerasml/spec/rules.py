@@ -11,21 +11,21 @@ gives one problem, not a cascade). The rules ask the objects that know:
 - the backbone builder: its arguments;
 - the data source (`kerasml.data.sources`): its default image size and classes, and the
   classes and images of its splits (``split_counts``); a store is opened and counted when
-  ``check_files`` is on.
+  ``check_files`` is on, and a missing one is reported with the commands that write it
+  (the source's ``commands``, through `kerasml.data.open_store`).
 """
 
 import inspect
 import re
 from pathlib import Path
 
-import keras
-
 from kerasml import evaluation, losses
 from kerasml._validation import did_you_mean
 from kerasml.data import StoreError, open_store
-from kerasml.data.sources import SOURCES, SplitCounts
+from kerasml.data.sources import SOURCES, SplitCounts, parse_store_path
 from kerasml.models import backbones
 from kerasml.models.backbones.weights import weights_kind
+from kerasml.preprocessing import keras_applications
 from kerasml.spec import schema
 from kerasml.spec.draft import Draft, Skip, check_tables
 from kerasml.spec.errors import Problem, format_value, quoted
@@ -72,7 +72,7 @@ def _data_source(draft):
             "data",
             {"path": path, "builtin": builtin},
             f"exactly one of data.path (a store from `kerasml ingest`) or data.builtin ({quoted(schema.BUILTINS)})",
-            "Remove one of them." if path else 'Add e.g. path = "data/cub20.h5" or builtin = "digits" under [data].',
+            "Remove one of them." if path else 'Add e.g. path = "data/cub-20.h5" or builtin = "digits" under [data].',
         )
         draft.bad.update(("data.path", "data.builtin"))
 
@@ -126,7 +126,7 @@ def _image_size(draft):
 
 def _builder(canonical):
     """The function that builds a backbone: kerasml's own (same name) or a keras.applications constructor."""
-    return getattr(backbones, canonical, None) or getattr(keras.applications, canonical)
+    return getattr(backbones, canonical, None) or keras_applications()[canonical]
 
 
 def _backbone_options(draft):
@@ -334,20 +334,23 @@ def _weights_file(draft):
 
 def _store_counts(draft):
     path = draft.get("data.path")
-    if not path or "data" in draft.bad:
+    if not path:
         return
     try:
         with open_store(path) as store:
             counts = {split: SplitCounts.from_labels(store.split_labels(split)) for split in ("train", "test")}
-    except StoreError as error:
-        draft.problem("data.path", path, "a kerasml store written by `kerasml ingest`", str(error))
+    except StoreError as error:  # a missing store: the message names the commands that write it
+        expected = "a kerasml store written by `kerasml ingest`" if Path(path).exists() else "an existing store"
+        draft.problem("data.path", path, expected, str(error))
         return
-    draft.counts = (counts, path, "ingest more classes (`kerasml ingest NAME --classes N`)")
+    parsed = parse_store_path(path)
+    name = parsed[0] if parsed else "NAME"
+    draft.counts = (counts, path, f"ingest more classes (`kerasml ingest {name} --classes N`)")
 
 
 def _builtin_counts(draft):
     builtin = draft.get("data.builtin")
-    if not builtin or "data" in draft.bad:
+    if not builtin:
         return
     source = SOURCES[builtin]
     if source.default_classes is None:
@@ -383,8 +386,6 @@ def _batch_classes(draft):
         return
     counts, where, fix = draft.counts
     train, layout, name = counts["train"], draft.loss.layout, _loss_name(draft)
-    if train.classes < 2:
-        return  # _train_classes says so
 
     def fits(size):
         distinct, paired = layout.classes_needed(size)

@@ -24,6 +24,7 @@ from kerasml._validation import did_you_mean
 from kerasml.data.augment import CROPS
 from kerasml.data.sources import SOURCES
 from kerasml.hdml import HDML_ARGUMENTS, HDMLModel
+from kerasml.hdml.conventions import CONVENTIONS
 from kerasml.hdml.model import SYNTHETIC_STATISTICS
 from kerasml.models import MetricModel, backbones
 from kerasml.models.backbones.weights import weights_kind
@@ -216,6 +217,9 @@ class HDMLSection(Section):
     )
     classifier_learning_rate: float = Field(
         _HDML_DEFAULTS["classifier_learning_rate"], gt=0, description="the softmax classifier's learning rate"
+    )
+    convention: Literal[CONVENTIONS] = Field(
+        _HDML_DEFAULTS["convention"], description='"kerasml" (the paper\'s step) or "authors" (the authors\' code)'
     )
 
 

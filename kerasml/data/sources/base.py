@@ -15,7 +15,46 @@ import numpy as np
 
 from kerasml.data.errors import SourceError
 
-__all__ = ["Catalog", "Source", "SplitCounts"]
+__all__ = ["RAW_FOLDER", "STORE_FOLDER", "Catalog", "Source", "SplitCounts", "store_filename"]
+
+#: where ``kerasml download`` writes and ``kerasml ingest`` reads by default.
+RAW_FOLDER = "data/raw"
+#: where ``kerasml ingest`` writes its stores by default.
+STORE_FOLDER = "data"
+
+
+def store_filename(name, classes=None, seed=0):
+    """The default file name of a store: ``<name>.h5``, ``<name>-<N>.h5`` or ``<name>-<N>-seed<S>.h5``.
+
+    The class count is set off by a hyphen so that it never reads as part of the name
+    (``cars196-20.h5``: 20 of Cars196's classes); a seed other than 0 is named too, because
+    it draws other classes.
+
+    Args:
+        name: the source name (``"cub"``).
+        classes: the ``--classes`` of the ingest, or ``None`` for the standard split.
+        seed: the ``--seed`` of the ingest. Defaults to 0 (not named).
+
+    Returns:
+        The file name (a string).
+
+    Example:
+
+    >>> store_filename("cars196", 20), store_filename("cub"), store_filename("sop", 2300, seed=3)
+    ('cars196-20.h5', 'cub.h5', 'sop-2300-seed3.h5')
+    """
+    stem = str(name)
+    if classes is not None:
+        stem += f"-{int(classes)}"
+    if seed:
+        stem += f"-seed{int(seed)}"
+    return f"{stem}.h5"
+
+
+def _quoted(text):
+    """A command-line argument, in double quotes when it holds a space."""
+    text = str(text)
+    return f'"{text}"' if any(ch.isspace() for ch in text) or not text else text
 
 
 @dataclass
@@ -102,6 +141,10 @@ class Source(abc.ABC):
     default_classes = None
     #: the most classes a generated dataset can have (``None``: the data fixes them).
     max_classes = None
+    #: what ``--from`` is, in the ingest command of :meth:`commands` (``None``: the default ``data/raw``).
+    from_placeholder = None
+    #: a sentence about getting the files, added where :meth:`commands` are shown (``""``: none).
+    download_note = ""
 
     def __init__(self, path=None):
         self.path = None if path is None else Path(path)
@@ -113,6 +156,44 @@ class Source(abc.ABC):
     def options(self):
         """Source-specific options recorded in the store's provenance."""
         return {}
+
+    @classmethod
+    def commands(cls, store_path=None, classes=None, seed=0):
+        """The commands that write a store of this dataset: ``kerasml download`` (if it has files
+        to fetch) and ``kerasml ingest``.
+
+        Args:
+            store_path: the store to write; ``--out`` is added when it is not the default name
+                (:func:`store_filename` under ``data/``). Defaults to the default name.
+            classes: the ``--classes`` (``None``: the standard split).
+            seed: the ``--seed``. Defaults to 0.
+
+        Returns:
+            A list of command lines (strings), to run in that order.
+
+        Example:
+
+        >>> from kerasml.data.sources import SOPSource
+        >>> SOPSource.commands("data/sop-2300.h5", 2300)
+        ['kerasml download sop --to data/raw', 'kerasml ingest sop --classes 2300']
+        """
+        from kerasml.data.download import REMOTES
+
+        lines = []
+        if cls.name in REMOTES:
+            lines.append(f"kerasml download {cls.name} --to {RAW_FOLDER}")
+        ingest = f"kerasml ingest {cls.name}"
+        if cls.from_placeholder:
+            ingest += f" --from {cls.from_placeholder}"
+        if classes is not None:
+            ingest += f" --classes {int(classes)}"
+        if seed:
+            ingest += f" --seed {int(seed)}"
+        default = Path(STORE_FOLDER) / store_filename(cls.name, classes, seed)
+        if store_path is not None and Path(store_path) != default:
+            ingest += f" --out {_quoted(store_path)}"
+        lines.append(ingest)
+        return lines
 
     @classmethod
     def split_counts(cls, classes=None):

@@ -42,6 +42,7 @@ class FolderSource(Source):
     """
 
     name = "folder"
+    from_placeholder = "YOUR_IMAGE_FOLDER"
     standard_split = "train/ and test/ folders if present, else all classes split 50/50 at random (seeded)"
 
     def _build_catalog(self):
