@@ -11,10 +11,11 @@ Per configuration (``--configs``):
 each implementation (``--impls``) runs in its OWN long-lived worker process (one thread, pinned to one
 CPU, ``nice``-d), all alive at once:
 
-- ``tensorflow``, ``torch``, ``jax``: kerasml on that Keras backend: ``MetricModel(backbone, 128,
-  NPairLoss())`` and ``HDMLModel(backbone, 128, NPairLoss(), num_classes=C)`` with ``compile()``
-  (the default Adam per parameter group), one ``train_on_batch(images, labels)`` per step (Keras'
-  own step, as ``fit`` runs it; ``jit_compile="auto"``);
+- ``tensorflow``, ``torch``, ``jax``: kerasml on that Keras backend (``torch-plain``: PyTorch with
+  kerasml's fast paths turned off, ``KERASML_FAST_PATHS=0``, i.e. Keras' own layer kernels):
+  ``MetricModel(backbone, 128, NPairLoss())`` and ``HDMLModel(backbone, 128, NPairLoss(),
+  num_classes=C)`` with ``compile()`` (the default Adam per parameter group), one
+  ``train_on_batch(images, labels)`` per step (Keras' own step, as ``fit`` runs it; ``jit_compile="auto"``);
 - ``native``: the same architecture written in PyTorch eager (``torch.nn`` modules: conv without
   bias, ``BatchNorm2d(eps=1e-3, momentum=0.01)``, ReLU, max-pooling with Caffe's ceil rounding,
   global average pooling; projector ``BatchNorm1d`` + ``Linear``; the N-pair loss with its
@@ -25,8 +26,10 @@ CPU, ``nice``-d), all alive at once:
 The parent process drives the workers in **interleaved rounds**: after the warm-up (untimed steps:
 tracing, XLA compilation, optimizer slots), every round asks each worker in turn (the order rotates)
 for ``--steps`` timed steps of each of its models, so the background load of a shared machine hits
-every implementation alike. Cells are the median ms/step over the rounds and, in brackets, the
-ratio to native (the issue's targets: torch <= 1.10, the fastest backend <= 1.0, JAX <= 1.3).
+every implementation alike. Cells are the median ms/step over the rounds, in round brackets the
+ratio to native (the issue's targets: torch <= 1.10, the fastest backend <= 1.0, JAX <= 1.3) and in
+square brackets the ratio of the median process CPU times (steadier than wall time when other work
+shares the cores: a worker waiting for a core does not accumulate CPU time).
 
 Evaluation: images/s embedding ``--eval-images`` random images in chunks of the batch size, modes
 (``--eval-modes``; a mode a kerasml version does not have is shown as ``n/a``):
@@ -36,6 +39,12 @@ Evaluation: images/s embedding ``--eval-images`` random images in chunks of the 
 - ``predict``: ``model.predict(x, batch_size=B)``;
 - ``embed``: ``model.embed(x, batch_size=B)`` (kerasml's own inference path);
 - ``native``: ``torch.no_grad()`` + ``model.eval()`` per chunk (the native worker only).
+
+Allocator: by default every worker runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` and
+``MALLOC_TRIM_THRESHOLD_`` at 4 GiB (``--malloc no-mmap``): otherwise glibc maps big activations
+with fresh pages at every step, and the page faults cost a native PyTorch small-CNN step ~40 % in
+one process and kerasml's much less in another (their allocation histories differ), which is not
+what the comparison is about. ``--malloc default`` measures the allocator as it comes.
 
 Times are wall-clock (``time.perf_counter``); each reply also carries the process CPU time. The
 load averages at start and end are printed: on a shared machine compare ratios within one run,
@@ -65,9 +74,9 @@ import time
 from pathlib import Path
 
 import _harness as harness
-from _harness import BACKEND_SHORT, ratio
+from _harness import BACKEND_SHORT
 
-IMPLS = ("tensorflow", "torch", "jax", "native")
+IMPLS = ("tensorflow", "torch", "torch-plain", "jax", "native")
 MODELS = ("metric", "hdml")
 EVAL_MODES = ("eager", "predict", "embed")
 EMBEDDING_DIM = 128
@@ -79,7 +88,31 @@ CONFIGS = {
 # (warm-up steps, rounds, steps per round, evaluation images, evaluation rounds) for --quick.
 QUICK = {"small_cnn": (2, 3, 1, 256, 2), "googlenet": (1, 2, 1, 64, 1)}
 TARGETS = {"torch": 1.10, "jax": 1.30}
-SHORT = {**BACKEND_SHORT, "native": "native"}
+# GoogLeNet's inception modules (Szegedy et al. 2015, table 1), as kerasml's googlenet builds them:
+# name: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj); a 3x3/2 max-pool follows 3b and 4e.
+INCEPTION_MODULES = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+SHORT = {**BACKEND_SHORT, "native": "native", "torch-plain": "torch plain"}
+# The Keras backend of each implementation, and extra environment variables of its worker.
+BACKEND_OF = {"tensorflow": "tensorflow", "torch": "torch", "torch-plain": "torch", "jax": "jax", "native": "torch"}
+WORKER_ENV = {"torch-plain": {"KERASML_FAST_PATHS": "0"}}
+# glibc malloc serves blocks over its (adaptive, at most 32 MB) mmap threshold with fresh pages, so a
+# process that frees and reallocates big activations page-faults on every step: ~40 % of a native small
+# CNN step on the 2-core test machine, less or more in another process depending on its allocation
+# history. "no-mmap" gives every worker the same heap behaviour (other allocators ignore the variables).
+MALLOC = {
+    "no-mmap": {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"},
+    "default": {},
+}
 
 
 # ------------------------------------------------------------------------------------------ data ---
@@ -131,15 +164,13 @@ def native_model(config):
         layers += [*conv_bn(32, 64, 3), nn.MaxPool2d(2, ceil_mode=True), *conv_bn(64, 128, 3)]
         features = 128
     else:
-        from kerasml.models.backbones import googlenet as kg
-
         layers = [*conv_bn(3, 64, 7, 2), nn.MaxPool2d(3, 2, ceil_mode=True)]
         layers += [*conv_bn(64, 64, 1), *conv_bn(64, 192, 3), nn.MaxPool2d(3, 2, ceil_mode=True)]
         cin = 192
-        for name, widths in kg._INCEPTION_MODULES.items():
+        for name, widths in INCEPTION_MODULES.items():
             layers.append(Inception(cin, *widths))
             cin = widths[0] + widths[2] + widths[4] + widths[5]
-            if name in kg._POOL_AFTER:
+            if name in ("3b", "4e"):
                 layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
         features = cin
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -249,7 +280,7 @@ class KerasmlRunner:
 
 
 def _sync(impl):
-    if impl in ("torch", "native"):
+    if BACKEND_OF[impl] == "torch":
         import torch
 
         if torch.cuda.is_available():
@@ -261,8 +292,8 @@ def worker(args):
     impl = args.worker
     if args.nice and hasattr(os, "nice"):
         os.nice(args.nice)
-    harness.start_worker("torch" if impl == "native" else impl, args.threads, pin=args.threads > 0)
-    facts = harness.backend_facts("torch" if impl == "native" else impl)
+    harness.start_worker(BACKEND_OF[impl], args.threads, pin=args.threads > 0)
+    facts = harness.backend_facts(BACKEND_OF[impl])
     started = time.perf_counter()
     if impl == "native":
         runner = NativeRunner(args.config, args.seed)
@@ -335,7 +366,7 @@ class Worker:
             "--eval-images",
             str(args.eval_images),
         ]
-        env = harness.worker_env("torch" if impl == "native" else impl)
+        env = harness.worker_env(BACKEND_OF[impl], **WORKER_ENV.get(impl, {}), **MALLOC[args.malloc])
         self.stderr_tail = []
         self.proc = subprocess.Popen(
             command,
@@ -394,12 +425,16 @@ def _tasks(worker, args):
 
 def run_config(config, args):
     """Start the workers of ``config``, warm up, run the interleaved rounds; returns the raw results."""
-    warmup, rounds, steps, eval_images, eval_rounds = QUICK[config] if args.quick else (
-        args.warmup,
-        args.rounds,
-        args.steps,
-        args.eval_images,
-        args.eval_rounds,
+    warmup, rounds, steps, eval_images, eval_rounds = (
+        QUICK[config]
+        if args.quick
+        else (
+            args.warmup,
+            args.rounds,
+            args.steps,
+            args.eval_images,
+            args.eval_rounds,
+        )
     )
     args.eval_images = eval_images
     workers, result = [], {"config": config, "impls": {}, "load_start": harness.loadavg()}
@@ -466,7 +501,7 @@ def report(machine, results, args):
         spec = CONFIGS[config]
         cells = result["impls"]
         native = (cells.get("native") or {}).get("train", {}).get("metric", {})
-        native_ms = _median(native.get("wall", []))
+        native_ms, native_cpu = _median(native.get("wall", [])), _median(native.get("cpu", []))
         rows = []
         for kind, label in (("metric", "N-pair ms/step"), ("hdml", "HDML ms/step")):
             if kind not in args.models:
@@ -481,6 +516,8 @@ def report(machine, results, args):
                 else:
                     ms = _median(cell["wall"])
                     ratio_text = f" ({ms / native_ms:.2f})" if native_ms else ""
+                    if native_cpu and impl != "native":
+                        ratio_text += f" [{_median(cell['cpu']) / native_cpu:.2f}]"
                     colour = _colour(impl, ms / native_ms if native_ms else None)
                     row.append(f"{colour[0]}{ms:.0f}{ratio_text}{colour[1]}")
             rows.append(row)
@@ -501,13 +538,18 @@ def report(machine, results, args):
             rows.append(row)
         columns = [("", "left")] + [(SHORT[impl], "right") for impl in impls]
         load = f"load {result['load_start'][0]:.1f} -> {result['load_end'][0]:.1f}" if result["load_start"] else ""
-        title = f"{spec['label']}: median over rounds (ratio to native); {load}"
+        title = (
+            f"{spec['label']}: median ms over rounds (wall ratio to native) [CPU-time ratio]; "
+            f"malloc={args.malloc}; {load}"
+        )
         harness.print_table(console, title, columns, rows)
         notes = []
         for impl in impls:
             cell = cells.get(impl) or {}
             if "error" in cell:
-                notes.append(f"[red]{impl}: {harness.escape(cell['error'])}[/red]\n{harness.escape(cell['stderr_tail'])}")
+                notes.append(
+                    f"[red]{impl}: {harness.escape(cell['error'])}[/red]\n{harness.escape(cell['stderr_tail'])}"
+                )
                 continue
             info = cell["info"]
             params = info["parameters"]
@@ -521,7 +563,8 @@ def report(machine, results, args):
             )
         counts = {(cells.get(i) or {}).get("info", {}).get("parameters", {}).get("total") for i in impls} - {None}
         notes.append(
-            "parameter counts " + ("[green]equal[/green]" if len(counts) == 1 else f"[red]differ: {sorted(counts)}[/red]")
+            "parameter counts "
+            + ("[green]equal[/green]" if len(counts) == 1 else f"[red]differ: {sorted(counts)}[/red]")
         )
         harness.print_lines(console, notes)
 
@@ -541,7 +584,9 @@ def _colour(impl, value):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--impls", type=harness.csv_list(), default=list(IMPLS), help="comma list of " + ",".join(IMPLS))
+    parser.add_argument(
+        "--impls", type=harness.csv_list(), default=list(IMPLS), help="comma list of " + ",".join(IMPLS)
+    )
     parser.add_argument("--configs", type=harness.csv_list(), default=list(CONFIGS), help="comma list of configs")
     parser.add_argument("--models", type=harness.csv_list(), default=list(MODELS), help="comma list of metric,hdml")
     parser.add_argument("--eval-modes", type=harness.csv_list(), default=list(EVAL_MODES), help="evaluation modes")
@@ -553,6 +598,13 @@ def parse_args(argv=None):
     parser.add_argument("--eval-rounds", type=int, default=3, help="evaluation rounds (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker, pinned; 0: library defaults")
     parser.add_argument("--nice", type=int, default=10, help="niceness added to every worker (default 10)")
+    parser.add_argument(
+        "--malloc",
+        choices=list(MALLOC),
+        default="no-mmap",
+        help="glibc malloc settings of every worker: no-mmap (default: MALLOC_MMAP_THRESHOLD_ and "
+        "MALLOC_TRIM_THRESHOLD_ 4 GiB, the same heap behaviour for every process) or default",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the raw results to this file")
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
@@ -573,7 +625,8 @@ def main(argv=None):
     machine = harness.machine_facts()
     print(
         f"kerasml throughput: impls={','.join(args.impls)} configs={','.join(args.configs)} "
-        f"threads={args.threads} nice={args.nice}{' quick' if args.quick else ''}; load {machine['loadavg']}",
+        f"threads={args.threads} nice={args.nice} malloc={args.malloc}{' quick' if args.quick else ''}; "
+        f"load {machine['loadavg']}",
         flush=True,
     )
     started = time.perf_counter()

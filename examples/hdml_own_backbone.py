@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 
 import kerasml
 from kerasml import data
@@ -41,8 +42,6 @@ def evaluate(model, store, image_size):
         x, y = stream[index]
         chunks.append(keras.ops.convert_to_numpy(model(x, training=False)))
         labels.append(y)
-    import numpy as np
-
     return kerasml.evaluation.evaluate(
         np.concatenate(chunks), np.concatenate(labels), ks=(1, 2, 4), metrics=("recall", "nmi")
     )

@@ -35,6 +35,10 @@ and ``keras.distribution`` split a batch. The gather concatenates the shards in
 replica order, so the loss sees the global batch in its planned order and
 layout (an N-pair batch stays ``[a_1..a_N; p_1..p_N]``, a structured triplet
 batch ``[anchors; positives; negatives]``) whatever ``R`` is.
+
+The gathers are collectives: every replica must call the loss together (as
+``fit`` and ``evaluate`` do). To compute a loss on one replica's own rows only,
+call it inside `global_batch_scope`.
 """
 
 import contextlib

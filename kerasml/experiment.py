@@ -17,7 +17,10 @@ the train stream), ``L`` the smallest of the sampler's plan length and
 ``train.checkpoint_every``; the plan and the
 augmentation of epoch ``e`` depend only on the seed and ``e``, and
 ``last.keras`` is written at each epoch end, so a resumed run replays exactly
-the steps an uninterrupted run takes.
+the steps an uninterrupted run takes. SIGINT (Ctrl-C) or SIGTERM stop training after
+the current step, which is saved too: a resume then finishes that epoch's plan from
+the step it stopped at (`RunInterrupted`). ``best.keras`` and ``state.json`` are written
+in an order that a kill at any point cannot leave inconsistent (`settle_checkpoints`).
 """
 
 import contextlib
@@ -33,6 +36,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerasml import _backend
 from kerasml import data as kdata
 from kerasml import losses as klosses
 from kerasml.hdml import HDMLModel
@@ -121,9 +125,14 @@ def train_classes(store):
     return sum(1 for split in store.class_splits if split == "train")
 
 
-def build_loss(spec):
-    """The spec's loss: ``loss.type`` with its arguments ``loss.params``."""
-    return klosses.get({"type": spec.loss.type, **spec.loss.params})
+def build_loss(spec, store=None):
+    """The spec's loss: ``loss.type`` with its arguments ``loss.params``.
+
+    With a ``store``, a loss with trainable class parameters (proxies, class weights)
+    is sized to the store's training classes.
+    """
+    loss = klosses.get({"type": spec.loss.type, **spec.loss.params})
+    return loss if store is None else loss.configure(num_classes=train_classes(store))
 
 
 def open_data(spec, run_dir, console=None):
@@ -185,26 +194,28 @@ def build_model(spec, store):
     learning rate, decayed by ``train.lr_decay_factor`` at each of ``train.lr_decay_steps``.
     """
     size = spec.data.image_size
-    backbone = backbones.get(
-        spec.model.backbone,
-        input_shape=(size, size, 3),
-        weights=spec.model.weights or None,
-        **spec.model.backbone_options,
-    )
-    common = {
-        "embedding_dim": spec.model.embedding_dim,
-        "loss": build_loss(spec),
-        "weight_decay": spec.train.weight_decay,
-    }
-    if spec.model.hdml:
-        model = HDMLModel(backbone, num_classes=train_classes(store), **common, **spec.hdml.model_dump())
-    else:
-        model = MetricModel(backbone, **common)
+    with _backend.precision(spec.train.precision):
+        backbone = backbones.get(
+            spec.model.backbone,
+            input_shape=(size, size, 3),
+            weights=spec.model.weights or None,
+            **spec.model.backbone_options,
+        )
+        common = {
+            "embedding_dim": spec.model.embedding_dim,
+            "loss": build_loss(spec, store),
+            "weight_decay": spec.train.weight_decay,
+        }
+        if spec.model.hdml:
+            model = HDMLModel(backbone, num_classes=train_classes(store), **common, **spec.hdml.model_dump())
+        else:
+            model = MetricModel(backbone, **common)
     rates = model.group_learning_rates(spec.train.learning_rate)
     model.compile(
         optimizer={
             group: keras.optimizers.Adam(_schedule(rate, spec.train), epsilon=1e-8) for group, rate in rates.items()
-        }
+        },
+        jit_compile=_backend.jit_compile(spec.train.compile),
     )
     return model
 
@@ -218,12 +229,20 @@ def _schedule(rate, train):
 
 # --------------------------------------------------------------------------- evaluation
 def embed(model, stream):
-    """Embeddings ``[N, D]`` and labels of an evaluation stream, in order."""
-    chunks, labels = [], []
-    for index in range(len(stream)):
-        x, y = stream[index]
-        chunks.append(np.asarray(keras.ops.convert_to_numpy(model(x, training=False))))
-        labels.append(y)
+    """Embeddings ``[N, D]`` (float32) and labels of an evaluation stream, in order.
+
+    Each batch goes through the backend's compiled inference function (`kerasml._backend.predict_batches`:
+    ``tf.function``, ``jax.jit``, ``torch.no_grad``).
+    """
+    labels = []
+
+    def images():
+        for index in range(len(stream)):
+            x, y = stream[index]
+            labels.append(y)
+            yield x
+
+    chunks = list(_backend.predict_batches(model, images()))
     return np.concatenate(chunks), np.concatenate(labels)
 
 
@@ -472,6 +491,9 @@ def run(spec, run_dir=None, console=None):
     last = run_dir / CHECKPOINTS / "last.keras"
     if resuming and last.exists():
         model = keras.saving.load_model(last)
+        jit_compile = _backend.jit_compile(spec.train.compile)
+        if jit_compile != "auto":  # "auto": what the checkpoint's compile() resolved
+            model.jit_compile = jit_compile
         step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         console.print(f"resuming from step {step} ({last})", highlight=False)
     else:

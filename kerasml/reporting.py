@@ -16,6 +16,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 TERM_ORDER = ("loss", "J_m", "J_syn", "J_metric", "J_recon", "J_soft", "J_gen", "J_cls", "w")
+# The console's columns: the metric objective first (J_metric for HDML, the loss otherwise), the
+# generator's and classifier's losses beside it, then the other terms; HDML's total comes last.
+CONSOLE_ORDER = ("J_metric", "J_gen", "J_cls", "J_m", "J_syn", "J_recon", "J_soft", "w", "loss")
+# Evaluation metrics in one order everywhere: recall@K by K, then these.
+METRIC_ORDER = ("nmi", "f1", "map@r", "r_precision")
+
+
+def term_order(names):
+    """Loss-term names in console order: the headline loss first (``J_metric`` when present, else ``loss``)."""
+    names = list(names)
+    order = CONSOLE_ORDER if "J_metric" in names else TERM_ORDER
+    return [n for n in order if n in names] + sorted(set(names) - set(order))
+
+
+def metric_order(names):
+    """Metric names in the one order of every table and report: ``recall@K`` by K, nmi, f1, map@r, r_precision."""
+    return sorted(names, key=_metric_order)
 
 
 def _fmt(value):
@@ -113,7 +130,7 @@ class RichReporter(keras.callbacks.Callback):
             self._print_terms(terms)
 
     def _print_terms(self, terms):
-        names = [n for n in TERM_ORDER if n in terms] + sorted(set(terms) - set(TERM_ORDER))
+        names = term_order(terms)
         if not self._header_printed:
             header = "step".rjust(7) + "".join(n.rjust(11) for n in names) + "  steps/s"
             self.console.print(header, highlight=False, soft_wrap=True)
@@ -124,9 +141,10 @@ class RichReporter(keras.callbacks.Callback):
     def report_evaluation(self, step, metrics, best_name=None, best_value=None):
         """Print an evaluation table (called by the evaluation callback)."""
         table = Table(title=f"evaluation at step {step}", show_edge=False)
-        for name in metrics:
+        names = metric_order(metrics)
+        for name in names:
             table.add_column(name, justify="right")
-        table.add_row(*(_fmt(v) for v in metrics.values()))
+        table.add_row(*(_fmt(metrics[n]) for n in names))
         self.console.print(table)
         if best_name is not None:
             self.console.print(f"best {best_name} so far: {_fmt(best_value)}", highlight=False)
@@ -294,19 +312,41 @@ def summary_table(title, rows):
 
 def _metric_order(name):
     if name.startswith("recall@"):
-        return (0, int(name.split("@")[1]))
-    return (1, name)
+        try:
+            return (0, int(name.split("@")[1]), "")
+        except ValueError:
+            return (0, math.inf, name)
+    if name in METRIC_ORDER:
+        return (1, METRIC_ORDER.index(name), "")
+    return (2, 0, name)
 
 
-def write_report(path, spec, final, best, best_step, checkpoint_metric, status):
-    """``report.md``: the run's final and best metrics, and how the best was chosen."""
-    metrics = sorted(set(final) | set(best or {}), key=_metric_order)
+def write_report(path, spec, final, best, best_step, checkpoint_metric, status, timing=None):
+    """``report.md``: the run's final and best metrics, and how the best was chosen.
+
+    Args:
+        path: the file to write.
+        spec: the run's resolved spec.
+        final: ``{metric: value}`` of the last step (may be empty).
+        best: ``{metric: value}`` of the best evaluation, or ``None``.
+        best_step: the step of ``best``.
+        checkpoint_metric: the metric that chose ``best``.
+        status: a short phrase ("finished", "interrupted at step 8 of 12"...).
+        timing: ``{"wall_time_s", "steps_per_s"}`` of training. Defaults to ``None`` (not reported).
+    """
+    metrics = metric_order(set(final) | set(best or {}))
     lines = [
         f"# {spec.experiment.name}",
         "",
         f"Status: {status}. Backend: {keras.backend.backend()}. Steps: {spec.train.max_steps}.",
         f"Model: {spec.model.backbone}, embedding {spec.model.embedding_dim}, "
         f"loss {spec.loss.type}, HDML {'on' if spec.model.hdml else 'off'}.",
+    ]
+    if timing and "wall_time_s" in timing:
+        lines.append(
+            f"Training wall time: {timing['wall_time_s']:.1f} s ({timing.get('steps_per_s', 0.0):.2f} steps/s)."
+        )
+    lines += [
         "",
         "| checkpoint | " + " | ".join(metrics) + " |",
         "| --- | " + " | ".join("---:" for _ in metrics) + " |",
@@ -324,8 +364,19 @@ def write_report(path, spec, final, best, best_step, checkpoint_metric, status):
     Path(path).write_text("\n".join(lines), encoding="utf-8")
 
 
-def plot_curves(records, folder):
-    """``loss_terms.png`` (train terms over steps) and ``evaluation.png`` (metrics over evaluations)."""
+def plot_curves(records, folder, title=None):
+    """``loss_terms.png`` (train terms over steps) and ``evaluation.png`` (metrics over evaluations).
+
+    Each loss term has its own axis (HDML's weight ``w`` included), labelled, under a common ``step`` axis.
+
+    Args:
+        records: the records of ``metrics.jsonl``.
+        folder: where the PNGs go (created when missing).
+        title: the figures' title, e.g. ``"run-name (jax)"``. Defaults to ``None``.
+
+    Returns:
+        The paths written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,24 +387,27 @@ def plot_curves(records, folder):
     written = []
     train = [r for r in records if r.get("type") == "train"]
     if train:
-        names = [n for n in TERM_ORDER if n in train[0] and n != "w"]
+        names = term_order(n for n in train[0] if n not in ("type", "step", "time"))
         fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names)), sharex=True, squeeze=False)
         steps = [r["step"] for r in train]
         for ax, name in zip(axes[:, 0], names):
             ax.plot(steps, [r.get(name, np.nan) for r in train])
             ax.set_ylabel(name)
         axes[-1, 0].set_xlabel("step")
+        axes[0, 0].set_title(f"{title}: training losses" if title else "training losses")
         fig.tight_layout()
         fig.savefig(folder / "loss_terms.png", dpi=90)
         plt.close(fig)
         written.append(folder / "loss_terms.png")
     evals = [r for r in records if r.get("type") == "eval"]
     if evals:
-        names = sorted((k for k in evals[0] if k not in ("type", "step", "time")), key=_metric_order)
+        names = metric_order(k for k in evals[0] if k not in ("type", "step", "time"))
         fig, ax = plt.subplots(figsize=(7, 4))
         for name in names:
             ax.plot([r["step"] for r in evals], [r.get(name, np.nan) for r in evals], marker="o", label=name)
         ax.set_xlabel("step")
+        ax.set_ylabel("metric value")
+        ax.set_title(f"{title}: evaluation" if title else "evaluation")
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(folder / "evaluation.png", dpi=90)

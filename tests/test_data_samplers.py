@@ -79,9 +79,11 @@ def test_impossible_requests_fail_at_construction_with_numbers():
     labels = np.repeat(np.arange(5), 3)
     with pytest.raises(ValueError, match=r"N = batch_size / 2 = 12 / 2.*has 5 class.*batch_size <= 10"):
         NPairSampler(labels, 12)
-    with pytest.raises(ValueError, match=r"NPairSampler needs batch_size = an even int >= 2.*batch_size=7\. Use 6 or 8"):
+    npair_rule = r"NPairSampler needs batch_size = an even int >= 2.*batch_size=7\. Use 6 or 8"
+    with pytest.raises(ValueError, match=npair_rule):
         NPairSampler(labels, 7)
-    with pytest.raises(ValueError, match=r"TripletSampler needs batch_size = a multiple of 3.*batch_size=10\. Use 9 or 12"):
+    triplet_rule = r"TripletSampler needs batch_size = a multiple of 3.*batch_size=10\. Use 9 or 12"
+    with pytest.raises(ValueError, match=triplet_rule):
         TripletSampler(labels, 10)
     with pytest.raises(ValueError, match=r"multiple of m=4.*batch_size=10"):
         MPerClassSampler(labels, 10, m=4)

@@ -2,8 +2,10 @@
 
 import doctest
 import importlib
+import math
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +24,15 @@ MODULES = [
     "kerasml.losses.angular",
     "kerasml.losses.divergence",
     "kerasml.layers.projector",
-    "kerasml.hdml.optimizers",
+    "kerasml.models.optimizers",
     "kerasml.models.metric_model",
     "kerasml.models.backbones",
     "kerasml.preprocessing",
     "kerasml._validation",
     "kerasml.spec",
+    "kerasml.data.sources",
+    "kerasml.data.sources.base",
+    "kerasml.data.ingestion",
 ]
 
 
@@ -73,3 +78,90 @@ def test_python_dash_m_kerasml():
         [sys.executable, "-m", "kerasml", "--version"], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0 and "kerasml" in done.stdout
+
+
+# --------------------------------------------------------------------------- examples/ on small data
+EXAMPLES = ROOT / "examples"
+
+
+def _example(name):
+    """The example's functions (its ``main``), loaded without running it."""
+    return runpy.run_path(str(EXAMPLES / name), run_name="example")
+
+
+def _tiny_run(tmp_path):
+    """A run folder trained for a few steps on the built-in digits (a small CNN, N-pair)."""
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(
+        f'[experiment]\nname = "tiny"\noutput_dir = "{(tmp_path / "runs").as_posix()}"\n'
+        '[data]\nbuiltin = "digits"\nimage_size = 16\naugment = false\n'
+        '[model]\nbackbone = "small_cnn"\nbackbone_options = { feature_dim = 16 }\nembedding_dim = 8\nhdml = false\n'
+        '[loss]\ntype = "npair"\n'
+        "[train]\nbatch_size = 10\nmax_steps = 6\neval_every = 6\nlog_every = 3\nlearning_rate = 0.001\n"
+        '[eval]\nks = [1, 2]\nmetrics = ["recall"]\nbatch_size = 256\n',
+        encoding="utf-8",
+    )
+    assert main(["run", str(spec)]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    return run
+
+
+def test_retrieval_with_a_run_example(tmp_path, capsys):
+    import cv2
+
+    from kerasml import data
+
+    run = _tiny_run(tmp_path)
+    images = tmp_path / "my_images"  # a user's folder: some test digits as PNGs, one subfolder per class
+    with data.open_store(run / "data" / "digits.h5") as store:
+        rows = store.split_rows("test")
+        for row in rows[::20][:30]:
+            name = store.class_names[store.labels[row]]
+            (images / name).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(images / name / f"{row}.png"), store.read([row])[0][..., ::-1])
+    query = sorted((images / name).iterdir())[0]
+    out = tmp_path / "grid.png"
+    capsys.readouterr()
+    _example("retrieval_with_a_run.py")["main"]([str(run), str(images), "--k", "3", "--out", str(out)])
+    _example("retrieval_with_a_run.py")["main"]([str(run), str(images), "--query", str(query), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "30 images embedded" in printed and f"query {query}:" in printed
+    assert len(re.findall(r"#3 .*\(distance", printed)) == 5  # 4 random queries + the given one
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hdml_own_backbone_example(tmp_path, capsys):
+    args = ["--classes", "12", "--images-per-class", "4", "--image-size", "16", "--steps", "8", "--batch-size", "8"]
+    _example("hdml_own_backbone.py")["main"]([*args, "--store", str(tmp_path / "p.h5")])
+    printed = capsys.readouterr().out
+    assert "6 training classes, 8 steps" in printed
+    terms = dict(re.findall(r"(J_m|J_syn|J_gen|w) ([-0-9.e+]+)", printed))
+    assert set(terms) == {"J_m", "J_syn", "J_gen", "w"} and all(math.isfinite(float(v)) for v in terms.values())
+    for name in ("recall@1", "recall@4", "nmi"):
+        assert re.search(rf"{name}: [0-9.]+ before, [0-9.]+ after", printed)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_custom_training_loop_examples_learn(backend, capsys):
+    import keras
+
+    if keras.backend.backend() != backend:
+        pytest.skip(f"examples/custom_loop_{backend}.py runs in the {backend} pass")
+    _example(f"custom_loop_{backend}.py")["main"](80)
+    printed = capsys.readouterr().out
+    before, after = (float(v) for v in re.findall(r"Recall@1[^:]*: ([0-9.]+)", printed))
+    assert after > before + 0.05, printed
+
+
+def test_docs_cited_by_readme_specs_and_code_exist():
+    cited = set()
+    for path in [ROOT / "README.md", *sorted((ROOT / "specs").glob("*.toml")), *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        assert "reference/hdml-study.txt" not in text and "HDML.md" not in text, f"{path.name} cites a file outside"
+        cited |= {
+            (path.name, c) for c in re.findall(r"(?<![\w/])((?:docs|examples|specs)/[\w./-]+\.(?:md|py|toml))", text)
+        }
+    missing = sorted(f"{where}: {target}" for where, target in cited if not (ROOT / target).is_file())
+    assert not missing, missing
+    for name in ("study.md", "datasets.md"):
+        assert (ROOT / "docs" / name).is_file()

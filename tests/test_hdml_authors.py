@@ -310,6 +310,16 @@ def test_authors_degenerate_batches_stay_finite(layout):
         assert np.all(np.isfinite(_np(variable))), variable.path
 
 
+def test_authors_model_evaluates_and_logs_weighted_j_m():
+    """Outside training the authors log J_m as w (J_m + wd) too (no synthetic term exists there)."""
+    model = _build("npair", decay=0.05, j_avg=75.0, j_gen=7.2e3)
+    x, labels = _batch("npair")
+    model.compile(run_eagerly=True)
+    logs = model.evaluate(x, labels, batch_size=len(labels), verbose=0, return_dict=True)
+    assert math.isfinite(logs["loss"]) and logs["loss"] > 0  # J_m + weight decay, in inference mode
+    assert logs["J_m"] == pytest.approx(math.exp(-BETA / 7.2e3) * logs["loss"], rel=1e-5)
+
+
 def test_convention_argument_config_and_errors():
     assert HDML_ARGUMENTS[-1] == "convention"
     model = _build("triplet")

@@ -14,8 +14,8 @@ from helpers import value_and_grad
 from keras import ops
 
 import kerasml
-from kerasml.hdml import ops as H
 from kerasml.hdml import TERMS, HDMLModel
+from kerasml.hdml import ops as H
 
 ALPHA = 90.0
 BETA = 5e3

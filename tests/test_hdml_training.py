@@ -6,9 +6,8 @@ import pytest
 from helpers import BACKEND, digits_npair_batches, digits_triplet_batches, tiny_backbone
 
 import kerasml
-from kerasml.hdml import HDMLModel
+from kerasml.hdml import HDMLModel, ParameterGroupOptimizer
 from kerasml.models import MetricModel
-from kerasml.hdml import ParameterGroupOptimizer
 
 GROUPS = ("metric", "generator", "classifier")
 

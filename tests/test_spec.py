@@ -242,7 +242,7 @@ BAD = [
         [],
         ["data.path", "does not exist"],
     ),
-    ("missing-weights", edit(("model.weights", "no/such.weights.h5")), [], ["model.weights", "No file"]),
+    ("missing-weights", edit(("model.weights", "no/such.weights.h5")), [], ["model.weights", "does not exist"]),
     # overrides
     ("override-unknown-key", BASE, ["train.batch_sise=10"], ["train.batch_sise", "'train.batch_size'"]),
     ("override-without-equals", BASE, ["train.batch_size"], ["train.batch_size", "KEY=VALUE"]),
@@ -322,6 +322,7 @@ def test_missing_spec_file(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.toml")]) == 2
     out = printed(capsys)
     assert "nope.toml" in out and "existing TOML spec file" in out and "Traceback" not in out
+    assert f"{flat(str(tmp_path / 'nope.toml'))} does not exist" in out
     with pytest.raises(SpecError):
         load_spec(tmp_path)
 

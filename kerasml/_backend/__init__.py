@@ -5,10 +5,15 @@ the module of the active backend (``keras.backend.backend()``) is imported on
 first use, so importing kerasml never imports a framework the user did not pick.
 """
 
+import contextlib
 import importlib
+import os
+import warnings
 
 import keras
 import numpy as np
+
+from kerasml._validation import check_choice
 
 _MODULES = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
 
@@ -69,3 +74,126 @@ def synchronize(variables):
     module = _active()
     if module is not None and hasattr(module, "synchronize"):
         module.synchronize(variables)
+
+
+# ------------------------------------------------------------------ fast paths (issue 13) ---
+# Backend kernels for the same layers and weights: kerasml/_backend/torch_layers.py (layout copies, fused
+# batch-norm), kerasml/_backend/tensorflow_layers.py (fused batch-norm); JAX: XLA fuses on its own.
+
+_FAST_PATH_MODULES = {"torch": "torch_layers", "tensorflow": "tensorflow_layers"}
+_fast_paths = {"enabled": os.environ.get("KERASML_FAST_PATHS", "1").strip().lower() not in ("0", "false", "off")}
+
+
+def fast_paths_enabled():
+    """Whether `call_functional` may use the backend's fast path (``KERASML_FAST_PATHS=0`` turns it off)."""
+    return _fast_paths["enabled"]
+
+
+@contextlib.contextmanager
+def fast_paths(enabled):
+    """Turn the backend fast paths on or off inside a ``with`` block (e.g. to compare with plain Keras)."""
+    previous = _fast_paths["enabled"]
+    _fast_paths["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _fast_paths["enabled"] = previous
+
+
+def call_functional(model, inputs, training=False):
+    """``model(inputs, training=training)``, computed by the active backend's fast path where it has one.
+
+    On PyTorch a functional model of convolutions, batch-norms, poolings... runs through
+    `kerasml._backend.torch_layers.run` (same layers, weights and results; no layout copies, fused
+    batch-norm); on TensorFlow its batch-norms take the fused kernel
+    (`kerasml._backend.tensorflow_layers.run`); on JAX, and for any model or input the fast path
+    does not handle, the model is called as usual.
+    """
+    if _fast_paths["enabled"]:
+        name = _FAST_PATH_MODULES.get(keras.backend.backend())
+        if name is not None:
+            outputs = importlib.import_module(f"kerasml._backend.{name}").run(model, inputs, training)
+            if outputs is not None:
+                return outputs
+    return model(inputs, training=training)
+
+
+#: ``train.compile`` values: what compiles the training step (`jit_compile`).
+COMPILE_MODES = ("auto", "off", "xla", "torch.compile")
+#: ``train.precision`` values: Keras dtype policies.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# Which backends have each compiler, and what it is called there (for the warning).
+_COMPILERS = {"xla": ("tensorflow", "jax"), "torch.compile": ("torch",)}
+
+
+def jit_compile(mode, backend=None):
+    """The ``jit_compile`` argument of ``Model.compile`` for a ``train.compile`` mode on a backend.
+
+    ``"auto"``: Keras' choice (``jax.jit`` on JAX; XLA on TensorFlow only with a GPU; PyTorch
+    eager, which measured faster than ``torch.compile`` on CPU). ``"off"``: no compiler
+    (TensorFlow still builds a ``tf.function`` graph; JAX and PyTorch run eagerly). ``"xla"``:
+    XLA on TensorFlow, ``jax.jit`` on JAX. ``"torch.compile"``: ``torch.compile`` on PyTorch.
+    A compiler the backend does not have falls back to ``"auto"`` with a `UserWarning`.
+
+    Args:
+        mode: one of `COMPILE_MODES`.
+        backend: the Keras backend; defaults to the active one.
+
+    Returns:
+        ``"auto"``, ``True`` or ``False``.
+
+    Raises:
+        ValueError: for a mode not in `COMPILE_MODES`.
+    """
+    check_choice("compile", mode, COMPILE_MODES)
+    backend = backend or keras.backend.backend()
+    if mode == "auto":
+        return "auto"
+    if mode == "off":
+        return False
+    if backend not in _COMPILERS[mode]:
+        warnings.warn(
+            f'train.compile = "{mode}" is not available on the {backend} backend (it is for '
+            f'{" and ".join(_COMPILERS[mode])}); training with compile = "auto" instead.',
+            UserWarning,
+            stacklevel=2,
+        )
+        return "auto"
+    return True
+
+
+@contextlib.contextmanager
+def precision(name):
+    """Build layers under the Keras dtype policy ``name`` (one of `PRECISIONS`), then restore the previous one.
+
+    Layers keep the policy they were built with (a ``.keras`` file records it), so only the
+    building needs the scope. ``"mixed_float16"`` models get Keras' loss scaling when compiled.
+    """
+    check_choice("precision", name, PRECISIONS)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def predict(model, x, batch_size=32):
+    """``model(x, training=False)`` over the rows of ``x`` in chunks, compiled per backend, as NumPy.
+
+    See `kerasml._backend.inference` (``tf.function`` on TensorFlow, ``jax.jit`` on JAX,
+    ``torch.no_grad`` and the fast path on PyTorch).
+    """
+    from kerasml._backend import inference
+
+    return inference.predict(model, x, batch_size)
+
+
+def predict_batches(model, batches):
+    """``model(x, training=False)`` of each input array of ``batches`` (compiled as `predict`), float32 NumPy.
+
+    A generator; see `kerasml._backend.inference.predict_batches`.
+    """
+    from kerasml._backend import inference
+
+    return inference.predict_batches(model, batches)

@@ -5,9 +5,8 @@ to NCHW, then a copy to the channels-last memory format, the operation, and a pe
 ``BatchNormalization`` as separate moment, subtract, multiply and add kernels. On a CPU these copies
 and kernels cost as much as the convolutions themselves.
 
-`run` executes the graph of a functional model (``model.layers`` in their topological order,
-wired through the public ``layer.input`` / ``layer.output``) with PyTorch functions on the NHWC
-tensors Keras uses: an NHWC tensor that is contiguous *is* an NCHW tensor in the channels-last
+`run` executes the graph of a functional model (`kerasml._backend.graph`) with PyTorch functions
+on the NHWC tensors Keras uses: an NHWC tensor that is contiguous *is* an NCHW tensor in the channels-last
 memory format once permuted (a view, no copy), which is the layout PyTorch's CPU (oneDNN) and
 CUDA (cuDNN) kernels prefer; their outputs, permuted back, are contiguous NHWC tensors again.
 ``Conv2D`` → ``F.conv2d``, ``BatchNormalization`` → the fused ``F.batch_norm``, ``ReLU`` →
@@ -22,16 +21,13 @@ compute the same maths differs. The moving statistics of batch-norm follow Keras
 ``variable.assign``.
 """
 
-import inspect
-import weakref
-
 import keras
 import torch
 import torch.nn.functional as F
 
+from kerasml._backend import graph
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-_PLANS = weakref.WeakKeyDictionary()
-_NO_PLAN = object()
 
 
 # ------------------------------------------------------------------------------------- helpers ---
@@ -207,52 +203,9 @@ def fast_function(layer):
 # ------------------------------------------------------------------------------------- graph ---
 
 
-def _plan(model):
-    """``(input ids, steps, output ids)`` of a functional model, or ``None`` when it has no graph to run.
-
-    A step is ``(layer, fast function or None, whether its ``call`` takes ``training``, input ids
-    (list or id), output id)``; ids are
-    those of the model's symbolic tensors.
-    """
-    try:
-        inputs, outputs, layers = list(model.inputs), list(model.outputs), list(model.layers)
-    except (AttributeError, ValueError, TypeError):
-        return None
-    if len(inputs) != 1 or len(outputs) != 1:
-        return None
-    steps, known, fast = [], {id(inputs[0])}, 0
-    for layer in layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            layer_inputs, layer_output = layer.input, layer.output  # raise for a layer used twice
-        except (AttributeError, ValueError):
-            return None
-        if not isinstance(layer_output, keras.KerasTensor):
-            return None
-        ids = [id(t) for t in layer_inputs] if isinstance(layer_inputs, (list, tuple)) else id(layer_inputs)
-        if any(i not in known for i in (ids if isinstance(ids, list) else [ids])):
-            return None
-        function = fast_function(layer)
-        fast += function is not None
-        takes_training = "training" in inspect.signature(layer.call).parameters
-        steps.append((layer, function, takes_training, ids, id(layer_output)))
-        known.add(id(layer_output))
-    if not fast or id(outputs[0]) not in known:
-        return None
-    return id(inputs[0]), steps, id(outputs[0])
-
-
 def plan(model):
-    """The cached `_plan` of ``model`` (``None`` when the fast path does not apply)."""
-    try:
-        cached = _PLANS.get(model, _NO_PLAN)
-    except TypeError:
-        return None
-    if cached is _NO_PLAN:
-        cached = _plan(model)
-        _PLANS[model] = cached
-    return cached
+    """The cached execution plan of ``model`` with these PyTorch functions (`kerasml._backend.graph.plan`)."""
+    return graph.plan(model, fast_function)
 
 
 def run(model, inputs, training=False):
@@ -261,16 +214,6 @@ def run(model, inputs, training=False):
     Applies to a functional model with one input and one output whose tensors are real (not
     ``meta``: Keras' shape inference keeps its usual path), 4-D images in channels-last order.
     """
-    graph = plan(model)
-    if graph is None or not isinstance(inputs, torch.Tensor) or inputs.device.type == "meta" or inputs.ndim != 4:
+    if not isinstance(inputs, torch.Tensor) or inputs.device.type == "meta" or inputs.ndim != 4:
         return None
-    input_id, steps, output_id = graph
-    values = {input_id: inputs}
-    training = bool(training)
-    for layer, function, takes_training, ids, output in steps:
-        args = [values[i] for i in ids] if isinstance(ids, list) else values[ids]
-        result = None if function is None else function(args, training)
-        if result is None:
-            result = layer(args, training=training) if takes_training else layer(args)
-        values[output] = result
-    return values[output_id]
+    return graph.run(plan(model), inputs, training)

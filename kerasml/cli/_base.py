@@ -19,6 +19,7 @@ __all__ = [
     "positive_int",
     "quiet_framework_logs",
     "tensorflow_hidden",
+    "tolerate_any_encoding",
 ]
 
 EXIT_USAGE = 2
@@ -49,10 +50,28 @@ def make_console(stderr=False):
     """
     from rich.console import Console
 
+    tolerate_any_encoding(sys.stderr if stderr else sys.stdout)
     console = Console(stderr=stderr, soft_wrap=True)
     if not console.is_terminal:
         console.width = max(console.width, OFF_TERMINAL_WIDTH)
     return console
+
+
+def tolerate_any_encoding(stream):
+    """Make ``stream`` replace the characters its encoding lacks instead of raising `UnicodeEncodeError`.
+
+    A redirected ``kerasml ... > out.txt`` on Windows writes cp1252 (``PYTHONIOENCODING=ascii``
+    writes ASCII): '→' or '…' become '?' there, while a UTF-8 stream is unchanged. Rich itself
+    draws tables with ASCII lines when the encoding is not UTF-8.
+
+    Args:
+        stream: a text stream (``sys.stdout``); one without ``reconfigure`` is left as it is.
+    """
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if encoding.startswith("utf"):
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError, TypeError):
+        stream.reconfigure(errors="replace")
 
 
 def positive_int(text):

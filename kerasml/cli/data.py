@@ -152,8 +152,9 @@ def register(commands):
         "download",
         help="download a dataset's original files (resumable, checksummed)",
         description="Download the original files of CUB-200-2011, Cars196 or Stanford Online Products. A partial "
-        "file is resumed, a finished one verified (checksum) and not fetched again. Proxies come from "
-        "http_proxy / https_proxy / no_proxy.",
+        "file is resumed, a finished one verified (checksum) and not fetched again; each file's line says when "
+        "its address was last known to work. Cars196's official host has been offline since 2023: the command "
+        "lists the known copies instead (docs/datasets.md). Proxies come from http_proxy / https_proxy / no_proxy.",
     )
     download.add_argument("name", choices=DOWNLOADABLE, help="the dataset")
     download.add_argument("--to", type=Path, default=Path("data/raw"), help="target folder (default: data/raw)")
@@ -161,7 +162,8 @@ def register(commands):
         "--url",
         action="append",
         metavar="URL",
-        help="replace an official URL (a URL ending with the file name, or a folder URL ending with '/'); repeatable",
+        help="replace an official URL (a URL ending with the file name, a folder URL ending with '/', or one "
+        "archive holding the whole dataset); repeatable",
     )
     download.add_argument("--extract", action="store_true", help="also extract the archives (ingest does not need it)")
     download.add_argument("--retries", type=int, default=3, help="further attempts per file (default: 3)")

@@ -36,6 +36,9 @@ def _run_dir(path):
 
 
 def _checkpoint(run_dir, which):
+    from kerasml.experiment import settle_checkpoints
+
+    settle_checkpoints(run_dir)
     path = run_dir / "checkpoints" / f"{which}.keras"
     if not path.is_file():
         raise CLIError(f"{path} does not exist: the run has no {which!r} checkpoint yet.")
@@ -47,19 +50,32 @@ def _cmd_run(args, console):
         run_dir = _run_dir(args.resume)
         if args.spec or args.set:
             raise CLIError("--resume continues a run with its own spec.toml; drop SPEC and --set.")
-        spec = _load_spec(run_dir / "spec.toml")
+        jobs = [(_load_spec(run_dir / "spec.toml"), run_dir)]
     else:
         if not args.spec:
             raise CLIError("kerasml run needs a SPEC file (e.g. specs/quickstart.toml), or --resume RUN_DIR.")
-        spec = _load_spec(args.spec, args.set)
-        run_dir = None
+        specs = [_load_spec(path, args.set) for path in args.spec]  # every spec is checked before any run
+        if len(specs) > 1:  # one parent folder: the first spec's experiment.output_dir
+            parent = specs[0].experiment.output_dir
+            specs = [
+                spec.model_copy(update={"experiment": spec.experiment.model_copy(update={"output_dir": parent})})
+                for spec in specs
+            ]
+        jobs = [(spec, None) for spec in specs]
     from kerasml.data import DataError
-    from kerasml.experiment import ExperimentError, run
+    from kerasml.experiment import ExperimentError, RunInterrupted, run
 
-    try:
-        run(spec, run_dir=run_dir, console=console)
-    except (DataError, ExperimentError) as error:
-        raise CLIError(str(error)) from error
+    done = []
+    for spec, run_dir in jobs:
+        try:
+            done.append(run(spec, run_dir=run_dir, console=console))
+        except RunInterrupted as interrupted:  # the run saved its step and printed how to continue
+            return interrupted.exit_status
+        except (DataError, ExperimentError) as error:
+            raise CLIError(str(error)) from error
+    if len(done) > 1:
+        console.print(f"{len(done)} runs in {done[0].parent}. Compare them with:", highlight=False)
+        console.print("kerasml compare " + " ".join(str(path) for path in done), highlight=False)
     return 0
 
 
@@ -135,7 +151,12 @@ def register(commands):
         "steps and write a run folder runs/<name>-<timestamp>/ (spec.toml, checkpoints/, metrics.jsonl, "
         "tensorboard/, plots/, report.md). --resume continues such a folder from its last checkpoint.",
     )
-    run.add_argument("spec", nargs="?", help="the spec file, e.g. specs/quickstart.toml (not with --resume)")
+    run.add_argument(
+        "spec",
+        nargs="*",
+        help="the spec file, e.g. specs/quickstart.toml (not with --resume); several run one after another, all "
+        "into the first one's experiment.output_dir",
+    )
     add_set_argument(run)
     run.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, with its spec.toml"

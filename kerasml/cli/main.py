@@ -17,7 +17,9 @@ from kerasml.cli._base import (
     load_framework,
     make_console,
     tensorflow_hidden,
+    tolerate_any_encoding,
 )
+from kerasml.cli.compare import register as register_compare
 from kerasml.cli.data import register as register_data
 from kerasml.cli.experiment import register as register_experiment
 from kerasml.cli.losses import register as register_losses
@@ -26,7 +28,7 @@ from kerasml.cli.spec import register as register_spec
 __all__ = ["build_parser", "main"]
 
 # One `register(commands)` per command module, in the order of `kerasml --help`.
-COMMAND_GROUPS = (register_losses, register_data, register_spec, register_experiment)
+COMMAND_GROUPS = (register_losses, register_data, register_spec, register_experiment, register_compare)
 
 
 def _versions():
@@ -72,6 +74,8 @@ def main(argv=None):
         The exit status: 0, 2 for a known bad input (the message is on stderr), 130 when
         interrupted, 1 for an unexpected failure.
     """
+    for stream in (sys.stdout, sys.stderr):  # help and errors too, before any console exists
+        tolerate_any_encoding(stream)
     parser = build_parser()
     args = parser.parse_args(argv)
     from rich.markup import escape

@@ -86,7 +86,13 @@ class KerasmlConvention:
         return j_m
 
     def logged(self, terms, w, soft_weight, softmax_factor):
-        """The terms as ``fit`` logs them: unweighted."""
+        """The terms as ``fit`` logs them: unweighted.
+
+        Args:
+            terms: dict of the step's terms (``J_m``, ``regularised`` = ``J_m`` +
+                weight decay, and during training ``J_syn``, ``J_recon``, ``J_soft``...).
+            w: the step's ``w``; soft_weight, softmax_factor: ``λ`` and ``c_soft``.
+        """
         del w, soft_weight, softmax_factor
         return dict(terms)
 
@@ -151,11 +157,9 @@ class AuthorsConvention(KerasmlConvention):
         ``J_recon`` → ``(1 − λ) J_recon`` (:134), ``J_soft`` → ``c_soft λ J_soft``
         (lib/HDML.py:91); ``J_gen`` is then their sum.
         """
-        logged = dict(terms)
+        weights = {"J_syn": 1.0 - w, "J_recon": 1.0 - soft_weight, "J_soft": softmax_factor * soft_weight}
+        logged = {name: weights[name] * value if name in weights else value for name, value in terms.items()}
         logged["J_m"] = w * terms["regularised"]
-        logged["J_syn"] = (1.0 - w) * terms["J_syn"]
-        logged["J_recon"] = (1.0 - soft_weight) * terms["J_recon"]
-        logged["J_soft"] = softmax_factor * soft_weight * terms["J_soft"]
         return logged
 
 

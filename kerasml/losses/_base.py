@@ -115,6 +115,21 @@ class MetricLoss(keras.losses.Loss):
         """
         self.layout.check_labels(labels, self.layout_name)
 
+    def configure(self, num_classes=None, embedding_dim=None):
+        """Give the loss the sizes its trainable parameters need; returns the loss.
+
+        Losses without parameters (this base class) ignore both; proxy and
+        classifier losses (`kerasml.losses.parametric.ParametricLoss`) create
+        their parameters here.
+        """
+        del num_classes, embedding_dim
+        return self
+
+    @property
+    def parameters(self):
+        """The `LossParameters` layer holding this loss's trainable variables; ``None`` for this loss."""
+        return None
+
     @property
     def hdml_layout(self):
         """``"npair"`` or ``"triplet"``: the tuples HDML synthesises for this loss; ``None`` if it cannot."""

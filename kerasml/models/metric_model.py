@@ -16,6 +16,8 @@ from keras import ops
 
 from kerasml import distribution
 from kerasml import losses as kl
+from kerasml._backend import call_functional
+from kerasml._backend import predict as backend_predict
 from kerasml.layers import EmbeddingProjector
 from kerasml.losses.pairwise import as_embeddings, as_labels
 from kerasml.models.optimizers import ParameterGroupOptimizer
@@ -70,8 +72,7 @@ class MetricModel(keras.Model):
         self.projector = EmbeddingProjector(self.embedding_dim, name="projector")
         self.projector.build((None, self.feature_dim))
         # The loss's trainable parameters (proxies...), sized for this model and owned by it so that fit trains them.
-        configure = getattr(self.base_loss, "configure", None)
-        self.loss_parameters = None if configure is None else configure(embedding_dim=self.embedding_dim).parameters
+        self.loss_parameters = self.base_loss.configure(embedding_dim=self.embedding_dim).parameters
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in self.logged_terms()}
         # Per thread: tf.distribute runs each replica's step in its own thread.
         self._step_cache = threading.local()
@@ -83,13 +84,21 @@ class MetricModel(keras.Model):
 
     # ----------------------------------------------------------------- forward
     def call(self, inputs, training=None):
-        features = self.backbone(inputs, training=training)
+        features = call_functional(self.backbone, inputs, training)  # the backend's fast path, if any
         if training:
             self._step_cache.features = features
         return self.projector(features, training=training)
 
     def embed(self, x, batch_size=None):
-        """Embeddings of ``x`` as a NumPy array (``predict`` in inference mode)."""
+        """Embeddings of ``x`` as a NumPy array, in inference mode.
+
+        An array (NumPy or backend tensor) goes through the backend's compiled inference function,
+        ``batch_size`` rows at a time (default 32): ``tf.function`` on TensorFlow, ``jax.jit`` on
+        JAX, ``torch.no_grad`` on PyTorch (`kerasml._backend.predict`). Anything else ``predict``
+        takes (a ``tf.data.Dataset``, a generator...) goes through ``predict``.
+        """
+        if isinstance(x, np.ndarray) or keras.ops.is_tensor(x):
+            return backend_predict(self, keras.ops.convert_to_numpy(x), batch_size or 32)
         return np.asarray(self.predict(x, batch_size=batch_size, verbose=0))
 
     @property
@@ -176,7 +185,7 @@ class MetricModel(keras.Model):
         features = getattr(self._step_cache, "features", None)
         self._step_cache.features = None
         if y_pred is None or features is None:
-            features = self.backbone(x, training=training)
+            features = call_functional(self.backbone, x, training)
             y_pred = self.projector(features, training=training)
         return as_labels(y), as_embeddings(features), as_embeddings(y_pred)
 

@@ -34,7 +34,12 @@ def read_spec(path):
     try:
         return path.read_text(encoding="utf-8"), source
     except FileNotFoundError:
-        problem = Problem("(file)", source, "an existing TOML spec file", "Check the path (see specs/ for examples).")
+        problem = Problem(
+            "(file)",
+            source,
+            "an existing TOML spec file",
+            f"{source} does not exist (in the working directory {Path.cwd()}). Check the path (specs/ has examples).",
+        )
     except IsADirectoryError:
         problem = Problem("(file)", source, "a TOML spec file, not a folder")
     except UnicodeDecodeError as error:

@@ -326,7 +326,7 @@ def _weights_file(draft):
             "model.weights",
             weights,
             "an existing weights file",
-            f"No file at {weights} (relative paths start from the working directory {Path.cwd()}).",
+            f"{weights} does not exist (relative paths start from the working directory {Path.cwd()}).",
         )
     elif weights_kind(weights) == "caffe" and canonical != "googlenet":
         draft.problem("model.weights", weights, "a .keras/.weights.h5 file (Caffe .mat/.npz weights are for googlenet)")

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from kerasml import evaluation, losses
+from kerasml._backend import COMPILE_MODES, PRECISIONS
 from kerasml._validation import did_you_mean
 from kerasml.data.augment import CROPS
 from kerasml.data.sources import SOURCES
@@ -278,6 +279,17 @@ class TrainSection(Section):
     checkpoint_every: int = Field(500, ge=1, description="steps between last.keras saves (where a resume restarts)")
     checkpoint_metric: str | None = Field(
         None, min_length=1, description='the evaluation key best.keras is kept by; default "recall@1"'
+    )
+    compile: Literal[COMPILE_MODES] = Field(
+        "auto",
+        description='what compiles the training step: "auto" (Keras\' choice: jax.jit on JAX, XLA on TensorFlow '
+        'with a GPU, PyTorch eager), "off", "xla" (TensorFlow, JAX) or "torch.compile" (PyTorch); one the '
+        'backend lacks falls back to "auto" with a warning',
+    )
+    precision: Literal[PRECISIONS] = Field(
+        "float32",
+        description='the Keras dtype policy the model is built with: "float32", "mixed_float16" (with loss '
+        'scaling) or "mixed_bfloat16"; the losses compute in float32',
     )
 
 
