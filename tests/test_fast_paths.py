@@ -38,6 +38,13 @@ WORKER = Path(__file__).with_name("fast_paths_worker.py")
 torch_only = pytest.mark.skipif(BACKEND != "torch", reason="the fast path is PyTorch's (elsewhere Keras' own)")
 
 
+@pytest.fixture(autouse=True)
+def _fast_paths_on():
+    """The fast paths are opt-in (KERASML_FAST_PATHS=1); these tests compare them with plain Keras."""
+    with _backend.fast_paths(True):
+        yield
+
+
 def relative_error(value, reference):
     value = np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float64)
     reference = np.asarray(keras.ops.convert_to_numpy(reference), dtype=np.float64)

@@ -275,7 +275,9 @@ class HDMLModel(MetricModel):
         # Generator pass: trains the generator only (its inputs are stopped).
         decoded = self.generator(sg(generator_inputs), training=True)
         j_recon = H.reconstruction_loss(sg(features[:real_count]), decoded[:real_count])
-        frozen_logits = ops.matmul(synthetic_rows(decoded), sg(self.classifier.kernel)) + sg(self.classifier.bias)
+        # float32, as the classifier's variables (the decoded rows are float16 / bfloat16 in mixed precision).
+        synthetic = ops.cast(synthetic_rows(decoded), "float32")
+        frozen_logits = ops.matmul(synthetic, sg(self.classifier.kernel)) + sg(self.classifier.bias)
         j_soft = self._convention.soft_cross_entropy(frozen_logits, synthetic_labels, self.num_classes, blocks)
         j_gen = H.generator_loss(j_recon, j_soft, self.soft_weight, self.softmax_factor)
 

@@ -92,16 +92,22 @@ def pull_npair_negatives(anchors, positives, j_avg, alpha):
 
 
 def reconstruction_loss(features, reconstructed):
-    """``J_recon = Σ (y − y')²`` over the batch and the features (HDML's authors)."""
-    return ops.sum(ops.square(features - reconstructed))
+    """``J_recon = Σ (y − y')²`` over the batch and the features (HDML's authors), in float32.
+
+    Under a mixed-precision policy the generator's output ``y'`` is float16 / bfloat16 while the
+    features are float32: both are cast, and the sum is float32.
+    """
+    return ops.sum(ops.square(ops.cast(features, "float32") - ops.cast(reconstructed, "float32")))
 
 
 def cross_entropy_rows(logits, labels, num_classes):
     """Softmax cross-entropy of each row of ``logits [M, C]`` against int ``labels [M]``: ``[M]``.
 
     Built on a one-hot target, so a label outside ``[0, C)`` contributes
-    ``logsumexp(logits)`` (finite) instead of the NaN that a gather gives on GPUs.
+    ``logsumexp(logits)`` (finite) instead of the NaN that a gather gives on GPUs. Computed in
+    float32 whatever the logits' dtype (a mixed-precision classifier's are float16 / bfloat16).
     """
+    logits = ops.cast(logits, "float32")
     target = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype=logits.dtype)
     log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
     return -ops.sum(target * log_probs, axis=-1)
