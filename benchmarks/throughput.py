@@ -257,7 +257,14 @@ class KerasmlRunner:
         model = self.models.get("metric") or next(iter(self.models.values()))
         total = int(sum(math.prod(v.shape) for v in model.weights))
         trainable = int(sum(math.prod(v.shape) for v in model.trainable_weights))
-        return {"trainable": trainable, "total": total, "jit_compile": str(model.jit_compile)}
+        facts = {"trainable": trainable, "total": total, "jit_compile": str(model.jit_compile)}
+        try:
+            from kerasml import _backend
+
+            facts["fast_paths"] = _backend.fast_paths_enabled()
+        except (ImportError, AttributeError):  # a kerasml from before issue 13
+            facts["fast_paths"] = None
+        return facts
 
     def train_step(self, kind, images, labels):
         logs = self.models[kind].train_on_batch(images, labels, return_dict=True)

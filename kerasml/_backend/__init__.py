@@ -81,13 +81,12 @@ def synchronize(variables):
 # batch-norm), kerasml/_backend/tensorflow_layers.py (fused batch-norm); JAX: XLA fuses on its own.
 
 _FAST_PATH_MODULES = {"torch": "torch_layers", "tensorflow": "tensorflow_layers"}
-# Opt-in for now (KERASML_FAST_PATHS=1): on PyTorch the fast path does not yet keep a resumed run bit-identical
-# (tests/test_hdml_training.py's exact resume differs by 1 ulp with it on).
-_fast_paths = {"enabled": os.environ.get("KERASML_FAST_PATHS", "0").strip().lower() in ("1", "true", "on")}
+# On unless KERASML_FAST_PATHS=0. (A resumed run stays bit-identical: tests/test_hdml_training.py's exact resume.)
+_fast_paths = {"enabled": os.environ.get("KERASML_FAST_PATHS", "1").strip().lower() not in ("0", "false", "off")}
 
 
 def fast_paths_enabled():
-    """Whether `call_functional` may use the backend's fast path (off unless ``KERASML_FAST_PATHS=1``)."""
+    """Whether `call_functional` may use the backend's fast path (``KERASML_FAST_PATHS=0`` turns it off)."""
     return _fast_paths["enabled"]
 
 

@@ -93,9 +93,12 @@ def _conv2d(layer, config):
     def conv2d(inputs, training):
         x = _as_compute(inputs, layer)
         kernel = _weight(layer.kernel, x.dtype).permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
-        bias = _weight(layer.bias, x.dtype) if layer.use_bias else None
         x, pad = _padding(_nchw(x), kernel_size, strides, dilation, padding, 0.0)
-        y = _nhwc(F.conv2d(x, kernel, bias, strides, pad, dilation, groups))
+        y = _nhwc(F.conv2d(x, kernel, None, strides, pad, dilation, groups))
+        if layer.use_bias:
+            # Added apart, as Keras does: oneDNN's fused bias gradient is not reproducible from one
+            # process state to the next (a resumed run would drift from an uninterrupted one by 1 ulp).
+            y = y + _weight(layer.bias, y.dtype)
         return y if activation is None else activation(y)
 
     return conv2d

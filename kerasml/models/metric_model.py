@@ -231,6 +231,8 @@ class MetricModel(keras.Model):
             "embedding_dim": self.embedding_dim,
             "loss": keras.saving.serialize_keras_object(self.base_loss),
             "weight_decay": self.weight_decay,
+            # The model's own policy: compile() wraps the optimizer for loss scaling under mixed_float16.
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @classmethod
