@@ -165,3 +165,20 @@ def test_docs_cited_by_readme_specs_and_code_exist():
     assert not missing, missing
     for name in ("study.md", "datasets.md"):
         assert (ROOT / "docs" / name).is_file()
+
+
+def test_readme_loss_table_is_the_registry():
+    """README's loss table lists every registered loss once, in registry order, with exactly its names."""
+    from kerasml.losses import catalog
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    header = text.index("| loss | `kerasml.losses.get` names |")
+    rows = []
+    for line in text[header:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        assert len(cells) == 4, f"README loss table row with {len(cells)} cells instead of 4: {line}"
+        rows.append((re.match(r"`(\w+)", cells[0]).group(1), re.findall(r"`(\w+)`", cells[1])))
+    expected = [(entry.cls.__name__, [entry.name, *entry.aliases]) for entry in catalog()]
+    assert rows == expected

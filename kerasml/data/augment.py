@@ -19,6 +19,8 @@ from kerasml.preprocessing import NORMALIZATIONS, Normalization, get_normalizati
 __all__ = ["CROPS", "NORMALIZATIONS", "Augment", "Normalization", "get_normalization"]
 
 CROPS = ("resized", "random")
+#: What `Augment` returns: normalised float32 images, or the uint8 pixels (normalised in the model).
+DTYPES = ("float32", "uint8")
 
 
 class Augment:
@@ -32,6 +34,9 @@ class Augment:
         normalization: see :func:`kerasml.preprocessing.get_normalization`. Defaults to ``"imagenet"``.
         crop: ``"resized"`` (random resized crop, default) or ``"random"`` (a plain random
             ``image_size`` crop of the stored image, e.g. 227 of 256 as in the HDML code).
+        dtype: ``"float32"`` (default): normalised float32 images; ``"uint8"``: the crops as uint8
+            pixels, not normalised (``normalization`` is not applied here: a model built with
+            ``MetricModel(..., input_normalization=...)`` applies it), 4x fewer bytes per batch.
 
     Example:
 
@@ -51,6 +56,7 @@ class Augment:
         flip=True,
         normalization="imagenet",
         crop="resized",
+        dtype="float32",
     ):
         if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
             raise ValueError(f"Invalid value for argument `image_size`. Expected an int >= 1. Received: {image_size!r}")
@@ -59,12 +65,14 @@ class Augment:
         if not (0 < ratio[0] <= ratio[1]):
             raise ValueError(f"Invalid value for argument `ratio`. Expected 0 < low <= high. Received: {ratio!r}")
         check_choice("crop", crop, CROPS)
+        check_choice("dtype", dtype, DTYPES)
         self.image_size = int(image_size)
         self.scale = tuple(float(s) for s in scale)
         self.ratio = tuple(float(r) for r in ratio)
         self.flip = bool(flip)
         self.normalization = get_normalization(normalization)
         self.crop = crop
+        self.dtype = dtype
 
     def __repr__(self):
         return (
@@ -105,6 +113,11 @@ class Augment:
         shrink = image.shape[0] > size and image.shape[1] > size
         return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
+    def _finish(self, pixels):
+        if self.dtype == "uint8":
+            return np.ascontiguousarray(pixels, np.uint8)
+        return self.normalization(pixels)
+
     def train(self, images, rng):
         """Augment a batch for training.
 
@@ -113,7 +126,7 @@ class Augment:
             rng: a NumPy ``Generator`` (the batch's randomness: seed it for determinism).
 
         Returns:
-            float32 ``[B, image_size, image_size, 3]``, normalised.
+            float32 ``[B, image_size, image_size, 3]``, normalised (uint8 pixels with ``dtype="uint8"``).
         """
         out = np.empty((len(images), self.image_size, self.image_size, 3), np.uint8)
         for i, image in enumerate(images):
@@ -122,7 +135,7 @@ class Augment:
             if self.flip and rng.random() < 0.5:
                 crop = crop[:, ::-1]
             out[i] = crop
-        return self.normalization(out)
+        return self._finish(out)
 
     def eval(self, images):
         """Deterministic evaluation transform: centre ``image_size`` crop (or resize), normalised.
@@ -131,7 +144,7 @@ class Augment:
             images: ``uint8 [B, H, W, 3]`` RGB.
 
         Returns:
-            float32 ``[B, image_size, image_size, 3]``.
+            float32 ``[B, image_size, image_size, 3]``, normalised (uint8 pixels with ``dtype="uint8"``).
         """
         size = self.image_size
         height, width = images.shape[1:3]
@@ -144,4 +157,4 @@ class Augment:
                 if len(images)
                 else np.zeros((0, size, size, 3), np.uint8)
             )
-        return self.normalization(out)
+        return self._finish(out)

@@ -18,7 +18,7 @@ from kerasml import distribution
 from kerasml import losses as kl
 from kerasml._backend import call_functional
 from kerasml._backend import predict as backend_predict
-from kerasml.layers import EmbeddingProjector
+from kerasml.layers import EmbeddingProjector, InputNormalization
 from kerasml.losses.pairwise import as_embeddings, as_labels
 from kerasml.models.optimizers import ParameterGroupOptimizer
 
@@ -45,6 +45,12 @@ class MetricModel(keras.Model):
             (group ``"loss"``, at the loss's ``lr_multiplier`` times the metric rate).
         weight_decay: ``r`` in ``r · Σ ½‖W‖²`` over the kernels (rank ≥ 2
             variables) of backbone and projector. Defaults to ``0.0``.
+        input_normalization: ``None`` (the model takes images the way the backbone does,
+            normalised by the data pipeline) or a normalisation
+            (`kerasml.preprocessing.get_normalization`: ``"imagenet"``, ``"tf"``, a backbone name...)
+            that the model applies first (`kerasml.layers.InputNormalization`): it then takes RGB
+            pixels on the 0–255 scale, uint8 or float, e.g. the ``dtype="uint8"`` batches of
+            `kerasml.data.TrainStream`. Saved in the ``.keras`` file. Defaults to ``None``.
         **kwargs: `keras.Model` arguments (``name``...).
 
     Example:
@@ -62,9 +68,14 @@ class MetricModel(keras.Model):
         """The parameter groups, each trained by its own optimizer: ``"metric"``, and ``"loss"`` for a loss's own."""
         return tuple(self.group_learning_rates())
 
-    def __init__(self, backbone, embedding_dim=128, loss="npair", weight_decay=0.0, **kwargs):
+    def __init__(self, backbone, embedding_dim=128, loss="npair", weight_decay=0.0, input_normalization=None, **kwargs):
         super().__init__(**kwargs)
         self.base_loss = kl.get(loss)
+        self.input_normalization = (
+            None
+            if input_normalization is None
+            else InputNormalization(input_normalization, name="input_normalization")
+        )
         self.backbone = backbone
         self.embedding_dim = int(embedding_dim)
         self.weight_decay = float(weight_decay)
@@ -83,8 +94,14 @@ class MetricModel(keras.Model):
         return ("J_m",)
 
     # ----------------------------------------------------------------- forward
+    def backbone_features(self, inputs, training=None):
+        """The backbone's features ``y`` of the model's inputs (normalised first with `input_normalization`)."""
+        if self.input_normalization is not None:
+            inputs = self.input_normalization(inputs)
+        return call_functional(self.backbone, inputs, training)  # the backend's fast path, if any
+
     def call(self, inputs, training=None):
-        features = call_functional(self.backbone, inputs, training)  # the backend's fast path, if any
+        features = self.backbone_features(inputs, training)
         if training:
             self._step_cache.features = features
         return self.projector(features, training=training)
@@ -185,7 +202,7 @@ class MetricModel(keras.Model):
         features = getattr(self._step_cache, "features", None)
         self._step_cache.features = None
         if y_pred is None or features is None:
-            features = call_functional(self.backbone, x, training)
+            features = self.backbone_features(x, training)
             y_pred = self.projector(features, training=training)
         return as_labels(y), as_embeddings(features), as_embeddings(y_pred)
 
@@ -231,6 +248,9 @@ class MetricModel(keras.Model):
             "embedding_dim": self.embedding_dim,
             "loss": keras.saving.serialize_keras_object(self.base_loss),
             "weight_decay": self.weight_decay,
+            "input_normalization": (
+                None if self.input_normalization is None else self.input_normalization.normalization.to_config()
+            ),
             # The model's own policy: compile() wraps the optimizer for loss scaling under mixed_float16.
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
