@@ -5,12 +5,14 @@ What is measured
 1. A store of procedural images at 256 px (``kerasml ingest procedural``, written to a
    temporary folder).
 2. **Stream**: batches/s of ``kerasml.data.TrainStream`` (N-pair sampler, HDF5 read,
-   random resized crop to 224 px, flip, ImageNet normalisation, float32) as ``model.fit``
-   consumes them, with 0 workers (built in the training process), 1 and 2 worker
-   *processes* (``use_multiprocessing=True``, started with ``--start-method``, ``spawn`` by
-   default as on Windows). The consumer is a trivial model (global average pool + a dense
-   unit), so its steps/s is the stream's rate. Worker start-up is excluded (the first
-   ``--warmup`` batches).
+   random resized crop to 224 px, flip) as ``model.fit`` consumes them, for each of
+   ``--dtypes``: ``float32`` (ImageNet normalisation in the workers) and ``uint8`` (the pixels;
+   4x fewer bytes to pickle between processes and to copy to a device; the model normalises,
+   `kerasml.layers.InputNormalization`), with 0 workers (built in the training process), 1
+   and 2 worker *processes* (``use_multiprocessing=True``, started with ``--start-method``,
+   ``spawn`` by default as on Windows). The consumer is a trivial model (its input
+   normalisation for uint8, global average pool, a dense unit), so its steps/s is the stream's
+   rate. Worker start-up is excluded (the first ``--warmup`` batches).
 3. **Model step**: steps/s of a training step (forward, N-pair loss, backward, Adam) of a
    CNN backbone + 128-d embedding at 224 px batch 32, fed (a) from in-memory NumPy arrays
    and (b) from the stream with 2 worker processes.
@@ -18,7 +20,8 @@ What is measured
 Targets: the 2-worker stream delivers >= 3x the model's steps/s, and a stream-fed step
 takes <= 1.05x an in-memory one.
 
-Usage: ``KERAS_BACKEND=jax python benchmarks/input_pipeline.py [--backbone googlenet]``.
+Usage: ``KERAS_BACKEND=jax python benchmarks/input_pipeline.py [--backbone googlenet]``;
+``--no-model`` measures the streams only.
 """
 
 import argparse
@@ -59,11 +62,19 @@ def _rate(times, warmup):
     return len(gaps) / sum(gaps), 1000 * statistics.median(gaps)
 
 
-def _consumer(image_size):
+def _consumer(image_size, dtype="float32"):
     import keras
 
+    from kerasml.layers import InputNormalization
+
+    normalise = [InputNormalization("imagenet")] if dtype == "uint8" else []
     model = keras.Sequential(
-        [keras.Input((image_size, image_size, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)]
+        [
+            keras.Input((image_size, image_size, 3), dtype=dtype),
+            *normalise,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1),
+        ]
     )
     model.compile(optimizer="sgd", loss="mae")
     return model
@@ -102,6 +113,8 @@ def main():
     parser.add_argument("--model-steps", type=int, default=8, help="training steps timed per feeding")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--start-method", default="spawn", choices=("spawn", "fork", "forkserver"))
+    parser.add_argument("--dtypes", type=harness.csv_list(), default=["float32", "uint8"], help="stream dtypes")
+    parser.add_argument("--no-model", action="store_true", help="measure the streams only")
     args = parser.parse_args()
     multiprocessing.set_start_method(args.start_method, force=True)
 
@@ -133,13 +146,14 @@ def main():
     )
     console.print(f"store: {store_path} ({time.perf_counter() - started:.1f} s to ingest)", highlight=False)
 
-    def stream(workers, batches, seed=0):
+    def stream(workers, batches, seed=0, dtype="float32"):
         return data.TrainStream(
             store_path,
             "npair",
             batch_size=args.batch_size,
             image_size=args.image_size,
             seed=seed,
+            dtype=dtype,
             sampler_options={"batches_per_epoch": batches},
             workers=max(workers, 1),
             use_multiprocessing=workers > 0,
@@ -148,20 +162,27 @@ def main():
     rows = []
     stream_rates = {}
     for workers in (0, 1, 2):
-        timer = _Timer()
-        model = _consumer(args.image_size)
-        model.fit(
-            stream(workers, args.stream_batches + args.warmup),
-            epochs=1,
-            verbose=0,
-            shuffle=False,
-            callbacks=[timer],
-        )
-        rate, ms = _rate(timer.times, args.warmup)
-        stream_rates[workers] = rate
-        label = "in the training process" if workers == 0 else f"{workers} worker process(es)"
-        rows.append((f"stream, {label}", rate, ms))
-        console.print(f"  stream with {workers} worker(s): {rate:.1f} batches/s", highlight=False)
+        for dtype in args.dtypes:  # interleaved: the machine's load hits both alike
+            timer = _Timer()
+            model = _consumer(args.image_size, dtype)
+            source = stream(workers, args.stream_batches + args.warmup, dtype=dtype)
+            megabytes = source[0][0].nbytes / 2**20
+            model.fit(source, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
+            rate, ms = _rate(timer.times, args.warmup)
+            stream_rates[workers, dtype] = rate
+            label = "in the training process" if workers == 0 else f"{workers} worker process(es)"
+            rows.append((f"stream {dtype} ({megabytes:.1f} MiB/batch), {label}", rate, ms))
+            console.print(f"  {dtype} stream with {workers} worker(s): {rate:.1f} batches/s", highlight=False)
+    if args.no_model:
+        table = Table(title=f"input pipeline ({keras.backend.backend()}, {os.cpu_count()} CPUs)")
+        for column in ("measurement", "batches/s", "median ms"):
+            table.add_column(column, justify="right" if column != "measurement" else "left")
+        for name, rate, ms in rows:
+            table.add_row(name, f"{rate:.2f}", f"{ms:.1f}")
+        console.print(table)
+        load = harness.loadavg()
+        console.print("Load average at the end: " + (", ".join(f"{x:.2f}" for x in load) if load else "n/a"))
+        return
 
     # the training step: in-memory arrays, then the 2-worker stream
     model, label = _backbone(args.backbone, args.image_size)
@@ -185,7 +206,7 @@ def main():
         table.add_column(column, justify="right" if column != "measurement" else "left")
     for name, rate, ms in rows:
         table.add_row(name, f"{rate:.2f}", f"{ms:.1f}", "")
-    ahead = stream_rates[2] / memory_rate
+    ahead = stream_rates[2, args.dtypes[0]] / memory_rate
     slower = fed_ms / memory_ms
     table.add_row("stream (2 workers) / model steps per second", "", "", f"{ahead:.1f}x (target >= 3x)")
     table.add_row("stream-fed step / in-memory step (median time)", "", "", f"{slower:.3f}x (target <= 1.05x)")

@@ -68,6 +68,28 @@ the loss. Nothing else (no model, no optimizer).
     -- comparable cost, slightly different values.
   * triplet(hard/semihard/structured) and divergence: no PML column.
 
+  Issue 12's losses (rows multi_similarity ... xbm) each have a PML twin on
+  the same tensors; ``PML_MAPPING`` states the conventions, and the table's
+  "value rel. diff" column ``|kerasml - PML| / |PML|`` (target <= 1e-5 where
+  the conventions match; "(conv.)" where they differ by construction):
+
+  * same values: multi_similarity (kerasml's default MS miner vs PML's loss on
+    ``MultiSimilarityMiner(0.1)`` pairs), circle (m=0.4, gamma=80), supcon,
+    ntxent, tuplet_margin, fast_ap, and the proxy / classifier losses
+    (proxy_anchor, proxy_nca, normalized_softmax, soft_triple with ``tau=0``,
+    arcface, sub_center_arcface, cosface) built with ``num_classes = B / 4``
+    and PML's parameters set to kerasml's: ``proxies`` as is for ProxyAnchor /
+    ProxyNCA, transposed ``[D, C]`` (``[D, C*K]``, class-major) for PML's ``W``
+    / ``fc``;
+  * margin: kerasml's pair form (``learn_beta=False``) vs PML's triplet form;
+  * xbm: ``CrossBatchMemory(MultiSimilarityLoss(miner=None), 2048)`` vs PML's
+    ``CrossBatchMemory(MultiSimilarityLoss(), D, 2048)``, both memories filled
+    with the batch before timing; kerasml compares the batch with itself plus
+    the earlier memory, PML enqueues first and compares with the memory. Every
+    timed call enqueues (torch, TensorFlow); on JAX the call runs in a
+    ``keras.StatelessScope`` over the memory (a bare ``jax.jit`` cannot assign
+    a variable), so the memory stays as filled.
+
 Inputs (fixed seed, identical in every worker): embeddings are
 ``N(0, 1) / sqrt(D)`` float32 (norms near 1). Label layouts: "P x K" batches
 (``B / 4`` classes, 4 samples each, shuffled) for contrastive, triplet
@@ -154,7 +176,36 @@ CASES = {
     "npair": ("npair", "npair", "NPairLoss", {"l2_reg": 0.002}, ("npair",)),
     "angular": ("angular", "npair", "AngularLoss", {"alpha_degrees": 40.0}, ("angular",)),
     "divergence": ("divergence", "heads", "DivergenceLoss", {"margin": 1.0}, ()),
+    # Issue 12's losses ("pk" batches; the parametric ones get C = B / 4 classes, their PML twin the same
+    # proxies / weights; see PML_MAPPING for the conventions).
+    "multi_similarity": ("multi_similarity", "pk", "MultiSimilarityLoss", {}, ("multi_similarity",)),
+    "circle": ("circle", "pk", "CircleLoss", {"m": 0.4, "gamma": 80.0}, ("circle",)),
+    "supcon": ("supcon", "pk", "SupConLoss", {"temperature": 0.1}, ("supcon",)),
+    "ntxent": ("ntxent", "pk", "NTXentLoss", {"temperature": 0.07}, ("ntxent",)),
+    "tuplet_margin": ("tuplet_margin", "pk", "TupletMarginLoss", {}, ("tuplet_margin",)),
+    "fast_ap": ("fast_ap", "pk", "FastAPLoss", {"bins": 10}, ("fast_ap",)),
+    "margin": ("margin", "pk", "MarginLoss", {"learn_beta": False}, ("margin",)),
+    "proxy_anchor": ("proxy_anchor", "pk", "ProxyAnchorLoss", {}, ("proxy_anchor",)),
+    "proxy_nca": ("proxy_nca", "pk", "ProxyNCALoss", {}, ("proxy_nca",)),
+    "normalized_softmax": ("normalized_softmax", "pk", "NormalizedSoftmaxLoss", {}, ("normalized_softmax",)),
+    "soft_triple": ("soft_triple", "pk", "SoftTripleLoss", {"tau": 0.0}, ("soft_triple",)),
+    "arcface": ("arcface", "pk", "ArcFaceLoss", {}, ("arcface",)),
+    "sub_center_arcface": ("sub_center_arcface", "pk", "SubCenterArcFaceLoss", {}, ("sub_center_arcface",)),
+    "cosface": ("cosface", "pk", "CosFaceLoss", {}, ("cosface",)),
+    "xbm": ("xbm(ms, M=2048)", "pk", "CrossBatchMemory", {"memory_size": 2048}, ("xbm",)),
 }
+#: Losses with trainable parameters: built with ``num_classes = B / PER_CLASS`` and ``embedding_dim = D``.
+PARAMETRIC = {
+    "margin",
+    "proxy_anchor",
+    "proxy_nca",
+    "normalized_softmax",
+    "soft_triple",
+    "arcface",
+    "sub_center_arcface",
+    "cosface",
+}
+XBM_ROWS = 2048  # the memory of the xbm row, filled before timing
 PML_LABELS = {
     "contrastive": "ContrastiveLoss",
     "triplet_all": "TripletMarginLoss(all)",
@@ -162,7 +213,56 @@ PML_LABELS = {
     "lifted_generalized": "GeneralizedLiftedStructureLoss",
     "npair": "NPairsLoss",
     "angular": "AngularLoss",
+    "multi_similarity": "MultiSimilarityLoss+MultiSimilarityMiner",
+    "circle": "CircleLoss",
+    "supcon": "SupConLoss",
+    "ntxent": "NTXentLoss",
+    "tuplet_margin": "TupletMarginLoss",
+    "fast_ap": "FastAPLoss",
+    "margin": "MarginLoss",
+    "proxy_anchor": "ProxyAnchorLoss",
+    "proxy_nca": "ProxyNCALoss",
+    "normalized_softmax": "NormalizedSoftmaxLoss",
+    "soft_triple": "SoftTripleLoss",
+    "arcface": "ArcFaceLoss",
+    "sub_center_arcface": "SubCenterArcFaceLoss",
+    "cosface": "CosFaceLoss",
+    "xbm": "CrossBatchMemory(MultiSimilarityLoss)",
 }
+#: How each of issue 12's kerasml losses maps to its PML twin, and whether the values must agree.
+PML_MAPPING = {
+    "multi_similarity": "MultiSimilarityLoss() [its MS miner, eps 0.1] = PML MultiSimilarityLoss(2, 50, 0.5) "
+    "on the pairs of MultiSimilarityMiner(0.1): same values",
+    "circle": "CircleLoss(m=0.4, gamma=80) = PML CircleLoss(m=0.4, gamma=80): same values (PML averages over "
+    "anchors with a non-zero loss, kerasml over anchors with a positive and a negative: equal unless one underflows)",
+    "supcon": "SupConLoss(0.1) = PML SupConLoss(0.1): same values",
+    "ntxent": "NTXentLoss(0.07) = PML NTXentLoss(0.07): same values (PML builds [#positive pairs, #negative "
+    "pairs]: timed only for B <= --pml-lifted-exact-max)",
+    "tuplet_margin": "TupletMarginLoss(5.73 deg, 64) = PML TupletMarginLoss(5.73, 64): same values (PML builds "
+    "[#positive pairs, #negative pairs]: timed only for B <= --pml-lifted-exact-max)",
+    "fast_ap": "FastAPLoss(10) = PML FastAPLoss(num_bins=10): same values",
+    "margin": "MarginLoss(0.2, beta=1.2, learn_beta=False) vs PML MarginLoss(0.2, nu=0, beta=1.2): kerasml sums "
+    "every pair's hinge over the non-zero ones, PML averages positive and negative terms over triplets: "
+    "values differ",
+    "proxy_anchor": "ProxyAnchorLoss(C, D, 0.1, 32) = PML ProxyAnchorLoss(C, D, 0.1, 32), same proxies: same values",
+    "proxy_nca": "ProxyNCALoss(C, D, softmax_scale=1) = PML ProxyNCALoss(C, D, softmax_scale=1), same proxies",
+    "normalized_softmax": "NormalizedSoftmaxLoss(C, D, 0.05) = PML NormalizedSoftmaxLoss(C, D, 0.05), W = proxies^T",
+    "soft_triple": "SoftTripleLoss(C, D, K=10, la=20, gamma=0.1, margin=0.01, tau=0) = PML SoftTripleLoss(same), "
+    "fc = centres [C, K, D] laid out as [D, C*K]: same values (tau = 0: PML has no centre regulariser)",
+    "arcface": "ArcFaceLoss(C, D, 28.6, 64) = PML ArcFaceLoss(C, D, 28.6, 64), W = proxies^T",
+    "sub_center_arcface": "SubCenterArcFaceLoss(C, D, K=3) = PML SubCenterArcFaceLoss(C, D, sub_centers=3), "
+    "W = [C, K, D] laid out as [D, C*K]",
+    "cosface": "CosFaceLoss(C, D, 0.35, 64) = PML CosFaceLoss(C, D, 0.35, 64), W = proxies^T",
+    "xbm": "CrossBatchMemory(MultiSimilarityLoss(miner=None), 2048) vs PML CrossBatchMemory(MultiSimilarityLoss(), "
+    "D, 2048), both memories full of the same batch: kerasml compares the batch with itself and the memory of "
+    "earlier batches, PML enqueues first and compares with the memory only (own slot skipped): values differ "
+    "by the one extra copy",
+}
+#: PML losses that build a [#positive pairs, #negative pairs] matrix (1536 x 260096 at B = 512, ~10 s and
+#: several GB per call): timed only up to --pml-lifted-exact-max, like PML's LiftedStructureLoss.
+PML_PAIR_BY_PAIR = {"ntxent", "tuplet_margin"}
+#: Keys whose kerasml and PML values must agree (relative difference shown in the table).
+SAME_VALUES = {key for key, text in PML_MAPPING.items() if "values differ" not in text}
 
 
 # ---------------------------------------------------------------- inputs ---
@@ -321,6 +421,96 @@ def _pml_losses():
     }
 
 
+def _pml_twin(variant, kloss, classes, dim):
+    """PML's twin of one of issue 12's kerasml losses (``kloss``), with the same proxies / weights.
+
+    Returns a callable ``(embeddings, labels) -> loss``, or ``None`` when PML is missing.
+    """
+    try:
+        import numpy as np
+        import torch
+        from pytorch_metric_learning import losses, miners
+    except ImportError:
+        return None
+
+    def copied(values):
+        return torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
+
+    proxies = np.asarray(kloss.proxies.numpy()) if hasattr(kloss, "proxies") else None
+    flat = None if proxies is None else proxies.reshape(-1, dim)  # [C, D] or [C·K, D], class-major
+    if variant == "multi_similarity":
+        loss, miner = losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5), miners.MultiSimilarityMiner(0.1)
+        return lambda x, y: loss(x, y, miner(x, y))
+    simple = {
+        "circle": lambda: losses.CircleLoss(m=0.4, gamma=80),
+        "supcon": lambda: losses.SupConLoss(temperature=0.1),
+        "ntxent": lambda: losses.NTXentLoss(temperature=0.07),
+        "tuplet_margin": lambda: losses.TupletMarginLoss(margin=5.73, scale=64),
+        "fast_ap": lambda: losses.FastAPLoss(num_bins=10),
+        "margin": lambda: losses.MarginLoss(margin=0.2, nu=0, beta=1.2),
+    }
+    if variant in simple:
+        return simple[variant]()
+    if variant == "xbm":
+        loss = losses.CrossBatchMemory(losses.MultiSimilarityLoss(2, 50, 0.5), embedding_size=dim, memory_size=XBM_ROWS)
+        return loss
+    if variant in ("proxy_anchor", "proxy_nca"):
+        cls = losses.ProxyAnchorLoss if variant == "proxy_anchor" else losses.ProxyNCALoss
+        extra = {"margin": 0.1, "alpha": 32} if variant == "proxy_anchor" else {"softmax_scale": 1}
+        loss = cls(num_classes=classes, embedding_size=dim, **extra)
+        loss.proxies = copied(flat)
+        return loss
+    if variant == "soft_triple":
+        loss = losses.SoftTripleLoss(
+            num_classes=classes, embedding_size=dim, centers_per_class=10, la=20, gamma=0.1, margin=0.01
+        )
+        loss.fc = copied(flat.T)
+        return loss
+    weighted = {
+        "normalized_softmax": (losses.NormalizedSoftmaxLoss, {"temperature": 0.05}),
+        "arcface": (losses.ArcFaceLoss, {"margin": 28.6, "scale": 64}),
+        "sub_center_arcface": (losses.SubCenterArcFaceLoss, {"margin": 28.6, "scale": 64, "sub_centers": 3}),
+        "cosface": (losses.CosFaceLoss, {"margin": 0.35, "scale": 64}),
+    }
+    cls, extra = weighted[variant]
+    loss = cls(num_classes=classes, embedding_size=dim, **extra)
+    loss.W = copied(flat.T)
+    return loss
+
+
+def _kerasml_loss(kerasml, key, class_name, kwargs, labels, dim):
+    """The kerasml loss of a case: parametric ones sized to the batch's classes, xbm's memory filled."""
+    cls = getattr(kerasml.losses, class_name)
+    if key == "xbm":
+        return cls(kerasml.losses.MultiSimilarityLoss(miner=None), embedding_dim=dim, **kwargs)
+    if key in PARAMETRIC and key != "margin":
+        return cls(num_classes=int(labels.max()) + 1, embedding_dim=dim, **kwargs)
+    return cls(**kwargs)
+
+
+def _fill(loss, labels, embeddings, pml=False):
+    """Fill a cross-batch memory with copies of the batch (PML: by calling it), so every timed call sees it full."""
+    for _ in range(-(-XBM_ROWS // len(labels))):
+        if pml:
+            import torch
+
+            with torch.no_grad():
+                loss(torch.from_numpy(embeddings), torch.from_numpy(labels))
+        else:
+            loss.memory.enqueue(embeddings, labels)
+
+
+def _held_memory(loss):
+    """JAX: run the xbm loss in a stateless scope over its memory (a bare jit cannot assign variables)."""
+    import keras
+
+    def call(y, x):
+        with keras.StatelessScope(state_mapping=[(v, v.value) for v in loss.memory.variables]):
+            return loss(y, x)
+
+    return call
+
+
 def _backend_facts(backend):
     facts = {"backend": backend, **harness.backend_facts(backend)}
     if backend == "torch":
@@ -348,14 +538,31 @@ def worker(backend, args):
             row = {"loss": key, "label": label, "B": size, "B_requested": batch, "dim": args.dim}
             fns, readers = {}, {}
             try:
-                loss = getattr(kerasml.losses, class_name)(**kwargs)
+                loss = _kerasml_loss(kerasml, key, class_name, kwargs, labels, args.dim)
+                if key == "xbm":
+                    _fill(loss, labels, embeddings)
                 if backend == "tensorflow":
                     fns["kerasml"], readers["kerasml"] = _step_tensorflow(loss, labels, embeddings, args.tf_xla)
                 elif backend == "jax":
-                    fns["kerasml"], readers["kerasml"] = _step_jax(loss, labels, embeddings)
+                    held = _held_memory(loss) if key == "xbm" else loss
+                    fns["kerasml"], readers["kerasml"] = _step_jax(held, labels, embeddings)
                 else:
                     fns["kerasml"], readers["kerasml"] = _step_torch(loss, labels, embeddings)
                 for variant in pml_variants:
+                    if variant in PML_PAIR_BY_PAIR and pml and size > args.pml_lifted_exact_max:
+                        row[f"pml:{variant}"] = {
+                            "skipped": f"B > --pml-lifted-exact-max={args.pml_lifted_exact_max} (a [#positive "
+                            "pairs, #negative pairs] matrix: 1536 x 260096 floats per tensor at B=512)"
+                        }
+                        continue
+                    if variant in PML_MAPPING and pml:
+                        twin = _pml_twin(variant, loss, int(labels.max()) + 1, args.dim)
+                        if variant == "xbm":
+                            _fill(twin, labels, embeddings, pml=True)
+                        fns[f"pml:{variant}"], readers[f"pml:{variant}"] = _step_torch(
+                            twin, labels, embeddings, pml=True
+                        )
+                        continue
                     if variant not in pml:
                         continue
                     if variant == "lifted_exact" and size > args.pml_lifted_exact_max:
@@ -449,7 +656,10 @@ def build_rows(results, args):
             torch_row = rows.get("torch", {})
             for index, variant in enumerate(variants or (None,)):
                 pml_stats = torch_row.get(f"pml:{variant}") if variant else None
-                ratio = ratio_min = None
+                ratio = ratio_min = rel_diff = None
+                ours_value = (torch_row.get("kerasml") or {}).get("value")
+                if pml_stats and "value" in pml_stats and ours_value is not None:
+                    rel_diff = abs(ours_value - pml_stats["value"]) / max(abs(pml_stats["value"]), 1e-12)
                 ours = cells.get("torch")
                 if pml_stats and "median_ms" in pml_stats and ours and "median_ms" in ours:
                     ratio = ours["median_ms"] / pml_stats["median_ms"]
@@ -468,6 +678,7 @@ def build_rows(results, args):
                         "pml": pml_stats,
                         "ratio": ratio,
                         "ratio_min": ratio_min,
+                        "rel_diff": rel_diff,
                     }
                 )
     return table
@@ -515,7 +726,7 @@ def report(machine, results, args):
     harness.print_lines(console, [escape(line) for line in lines_facts])
     columns = [("loss", "left"), ("B", "right")]
     columns += [(f"{BACKEND_SHORT[backend]} ms", "right") for backend in BACKENDS]
-    columns += [("PML ms", "right"), ("torch/PML (min/min)", "right")]
+    columns += [("PML ms", "right"), ("torch/PML (min/min)", "right"), ("value rel. diff", "right")]
     cells_rows, sections = [], []
     for index, row in enumerate(table_rows):
         if index and table_rows[index - 1]["loss"] != row["loss"]:
@@ -536,7 +747,14 @@ def report(machine, results, args):
             if row["pml_variant"] == "lifted_generalized":
                 colour = "yellow"  # a different loss, information only
             ratio = f"[{colour}]{row['ratio']:.2f}[/{colour}] ({row['ratio_min']:.2f})"
-        cells_rows.append([row["label"], str(row["B"]), *cells, _cell(row["pml"]), ratio])
+        if row["rel_diff"] is None:
+            diff = "-"
+        elif row["loss"] in SAME_VALUES:
+            colour = "green" if row["rel_diff"] <= 1e-5 else "red"
+            diff = f"[{colour}]{row['rel_diff']:.1e}[/{colour}]"
+        else:
+            diff = f"[dim]{row['rel_diff']:.1e} (conv.)[/dim]"
+        cells_rows.append([row["label"], str(row["B"]), *cells, _cell(row["pml"]), ratio, diff])
     harness.print_table(console, title, columns, cells_rows, sections)
     notes = [
         "PML column: "
@@ -546,7 +764,11 @@ def report(machine, results, args):
         "contrastive, triplet(all), lifted, npair (lifted (PML generalized) is a different loss: information only).",
         "Columns of different backends ran in different processes at different times: compare them with "
         "the load averages above in mind.",
+        "Value rel. diff = |kerasml-torch - PML| / |PML| on the same inputs; target <= 1e-5 where the conventions "
+        "match, '(conv.)' where they differ by construction (see below).",
     ]
+    shown = {row["loss"] for row in table_rows if row["pml"]}
+    notes += [escape(f"{key}: {text}") for key, text in PML_MAPPING.items() if key in shown]
     for row in table_rows:
         if row["pml"] and "skipped" in row["pml"]:
             notes.append(escape(f"{row['label']} B={row['B']}: PML {row['pml']['skipped']}."))
@@ -602,7 +824,8 @@ def parse_args(argv=None):
         "--pml-lifted-exact-max",
         type=int,
         default=256,
-        help="largest B at which PML's (memory-hungry) LiftedStructureLoss is timed (default 256)",
+        help="largest B at which PML's memory-hungry LiftedStructureLoss, NTXentLoss and TupletMarginLoss are "
+        "timed (default 256)",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per backend worker")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)

@@ -12,7 +12,9 @@ each implementation (``--impls``) runs in its OWN long-lived worker process (one
 CPU, ``nice``-d), all alive at once:
 
 - ``tensorflow``, ``torch``, ``jax``: kerasml on that Keras backend (``torch-plain``: PyTorch with
-  kerasml's fast paths turned off, ``KERASML_FAST_PATHS=0``, i.e. Keras' own layer kernels):
+  kerasml's fast paths turned off, ``KERASML_FAST_PATHS=0``, i.e. Keras' own layer kernels;
+  ``tensorflow-xla``, ``jax-off``, ``torch-compile``: ``train.compile = "xla"``, ``"off"``,
+  ``"torch.compile"``, the others ``"auto"``):
   ``MetricModel(backbone, 128, NPairLoss())`` and ``HDMLModel(backbone, 128, NPairLoss(),
   num_classes=C)`` with ``compile()`` (the default Adam per parameter group), one
   ``train_on_batch(images, labels)`` per step (Keras' own step, as ``fit`` runs it; ``jit_compile="auto"``);
@@ -76,7 +78,7 @@ from pathlib import Path
 import _harness as harness
 from _harness import BACKEND_SHORT
 
-IMPLS = ("tensorflow", "torch", "torch-plain", "jax", "native")
+IMPLS = ("tensorflow", "torch", "torch-plain", "jax", "native", "tensorflow-xla", "jax-off", "torch-compile")
 MODELS = ("metric", "hdml")
 EVAL_MODES = ("eager", "predict", "embed")
 EMBEDDING_DIM = 128
@@ -101,10 +103,32 @@ INCEPTION_MODULES = {
     "5a": (256, 160, 320, 32, 128, 128),
     "5b": (384, 192, 384, 48, 128, 128),
 }
-SHORT = {**BACKEND_SHORT, "native": "native", "torch-plain": "torch plain"}
+SHORT = {
+    **BACKEND_SHORT,
+    "native": "native",
+    "torch-plain": "torch plain",
+    "tensorflow-xla": "tf xla",
+    "jax-off": "jax off",
+    "torch-compile": "torch compile",
+}
 # The Keras backend of each implementation, and extra environment variables of its worker.
-BACKEND_OF = {"tensorflow": "tensorflow", "torch": "torch", "torch-plain": "torch", "jax": "jax", "native": "torch"}
-WORKER_ENV = {"torch-plain": {"KERASML_FAST_PATHS": "0"}}
+BACKEND_OF = {
+    "tensorflow": "tensorflow",
+    "torch": "torch",
+    "torch-plain": "torch",
+    "jax": "jax",
+    "native": "torch",
+    "tensorflow-xla": "tensorflow",
+    "jax-off": "jax",
+    "torch-compile": "torch",
+}
+# train.compile of the "-xla", "-off", "-compile" variants (the others: "auto").
+WORKER_ENV = {
+    "torch-plain": {"KERASML_FAST_PATHS": "0"},
+    "tensorflow-xla": {"KERASML_BENCH_COMPILE": "xla"},
+    "jax-off": {"KERASML_BENCH_COMPILE": "off"},
+    "torch-compile": {"KERASML_BENCH_COMPILE": "torch.compile"},
+}
 # glibc malloc serves blocks over its (adaptive, at most 32 MB) mmap threshold with fresh pages, so a
 # process that frees and reallocates big activations page-faults on every step: ~40 % of a native small
 # CNN step on the 2-core test machine, less or more in another process depending on its allocation
@@ -250,7 +274,13 @@ class KerasmlRunner:
                 model = HDMLModel(backbone, embedding_dim=EMBEDDING_DIM, loss=loss, num_classes=NUM_CLASSES)
             else:
                 model = MetricModel(backbone, embedding_dim=EMBEDDING_DIM, loss=loss)
-            model.compile()
+            mode = os.environ.get("KERASML_BENCH_COMPILE", "auto")
+            if mode == "auto":
+                model.compile()
+            else:
+                from kerasml import _backend
+
+                model.compile(jit_compile=_backend.jit_compile(mode))
             self.models[kind] = model
 
     def parameters(self):
@@ -460,6 +490,11 @@ def run_config(config, args):
             train, evals = _tasks(worker, args)
             for label, command in train:
                 reply = worker.ask(count=warmup, **command)
+                if "wall_ms" not in reply:  # the worker failed (e.g. torch.compile without a C++ compiler)
+                    failure = str(reply.get("error") or reply)[-500:]
+                    harness.progress(config, f"{worker.impl} {label} failed: {failure}")
+                    result["impls"][worker.impl]["train"][label] = {"error": failure, "wall": [], "cpu": []}
+                    continue
                 harness.progress(config, f"{worker.impl} {label} warm-up: {_fmt(reply['wall_ms'])} ms")
                 result["impls"][worker.impl]["train"][label] = {"warmup_ms": reply["wall_ms"], "wall": [], "cpu": []}
             for label, command in evals:

@@ -142,6 +142,8 @@ NORMALIZATIONS = {
 GOOGLENET_NORMALIZATIONS = {
     "bn": NORMALIZATIONS["imagenet"],
     "caffe": Normalization(mean=CAFFE_GOOGLENET_MEAN_BGR, std=(1.0, 1.0, 1.0), channel_order="BGR"),
+    # torchvision's weights: ImageNet mean/std, then the model's transform_input layer maps to [-1, 1].
+    "torchvision": NORMALIZATIONS["imagenet"],
 }
 SMALL_CNN_NORMALIZATION = NORMALIZATIONS["tf"]
 
@@ -297,8 +299,9 @@ def backbone_normalization(name, **kwargs):
 
     - ``"googlenet"``: ``variant="bn"`` (default): ``"imagenet"``, RGB scaled to [0, 1],
       minus the ImageNet mean (0.485, 0.456, 0.406), divided by its std (0.229, 0.224,
-      0.225). ``variant="caffe"``: the BVLC/HDML convention, BGR on the 0–255 scale minus
-      (104, 117, 123), no division.
+      0.225); the same for ``variant="torchvision"`` (torchvision's weights, whose network
+      maps it to [−1, 1] itself). ``variant="caffe"``: the BVLC/HDML convention, BGR on
+      the 0–255 scale minus (104, 117, 123), no division.
     - ``"small_cnn"``: ``"tf"``, RGB (or grey) to [−1, 1].
     - a `keras.applications` name: whatever that model's own
       ``keras.applications.<module>.preprocess_input`` does ("caffe": BGR minus (103.939,

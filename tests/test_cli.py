@@ -20,7 +20,7 @@ from kerasml.reporting import TensorBoardLogger, drop_events_after
 ROOT = Path(__file__).resolve().parents[1]
 CLI_DIR = ROOT / "kerasml" / "cli"
 FRAMEWORKS = ("keras", "tensorflow", "torch", "jax")
-COMMANDS = ("losses", "download", "ingest", "info", "validate", "run", "evaluate", "embed", "compare")
+COMMANDS = ("losses", "download", "ingest", "info", "weights", "validate", "run", "evaluate", "embed", "compare")
 
 
 def _python(code, cwd=ROOT, timeout=600, **env):
@@ -53,7 +53,7 @@ def _imports(path):
 
 def test_command_modules_import_only_the_base_of_the_cli():
     commands = [p for p in CLI_DIR.glob("*.py") if p.stem not in ("__init__", "_base", "main")]
-    assert sorted(p.stem for p in commands) == ["compare", "data", "experiment", "losses", "spec"]
+    assert sorted(p.stem for p in commands) == ["compare", "data", "experiment", "losses", "spec", "weights"]
     for path in [*commands, CLI_DIR / "_base.py"]:
         for module, _ in _imports(path):
             if module.startswith("kerasml.cli"):

@@ -24,6 +24,7 @@ MODULES = [
     "kerasml.losses.angular",
     "kerasml.losses.divergence",
     "kerasml.layers.projector",
+    "kerasml.layers.input_normalization",
     "kerasml.models.optimizers",
     "kerasml.models.metric_model",
     "kerasml.models.backbones",

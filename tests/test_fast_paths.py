@@ -378,6 +378,18 @@ def test_fast_path_falls_back_where_it_does_not_apply():
 
 
 @torch_only
+def test_torch_compile_traces_keras_own_layers():
+    """Under ``torch.compile`` (``train.compile = "torch.compile"``) the fast path steps aside: its plan reads
+    the layers' configs, which dynamo cannot trace. (Dynamo's "eager" backend: tracing without compiling.)"""
+    import torch
+
+    model = backbones.get("small_cnn", input_shape=(8, 8, 3), feature_dim=4)
+    x = torch.tensor(images((2, 8, 8, 3)))
+    compiled = torch.compile(lambda t: _backend.call_functional(model, t), backend="eager")
+    assert relative_error(compiled(x), model(x)) <= TOLERANCE
+
+
+@torch_only
 def test_mixed_precision_policy_runs_in_its_compute_dtype():
     import torch
 

@@ -199,9 +199,10 @@ def test_npair_hdml_accepts_any_even_batch_and_names_the_broken_rule():
 @pytest.mark.parametrize(
     ("loss", "pattern"),
     [
-        ("contrastive", r"ContrastiveLoss has no anchor/positive/negative tuples"),
+        # contrastive and lifted have HDML's pair synthesis since issue 12 (tests/test_hdml_pairs.py)
+        ("supcon", r"SupConLoss has no anchor/positive/negative tuples"),
         (kerasml.losses.TripletLoss(mining="semihard"), r"mining='semihard'.*TripletLoss\(mining='structured'\)"),
-        ("lifted", r"LiftedStructureLoss"),
+        ("fast_ap", r"FastAPLoss"),
     ],
 )
 def test_losses_without_synthesis_are_refused_clearly(loss, pattern):

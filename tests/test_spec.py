@@ -213,7 +213,7 @@ BAD = [
         [],
         ["train.batch_size", "multiple of 3", "Use 3 or 6"],
     ),
-    ("hdml-contrastive", edit(("loss.type", "contrastive")), [], ["loss.type", "HDML"]),
+    ("hdml-supcon", edit(("loss.type", "supcon")), [], ["loss.type", "HDML"]),
     ("hdml-triplet-all", edit(("loss.type", "triplet")), [], ["loss.mining", "structured"]),
     ("digits-npair-too-many-classes", edit(("train.batch_size", 12)), [], ["train.batch_size", "<= 10", "5 classes"]),
     (

@@ -50,6 +50,12 @@ def replica_count():
     return 1 if module is None else module.replica_count()
 
 
+def process_shard():
+    """``(processes, this process's index)`` of a PyTorch process group; ``(1, 0)`` elsewhere."""
+    module = _active()
+    return module.process_shard() if module is not None and hasattr(module, "process_shard") else (1, 0)
+
+
 def all_gather_rows(tensors):
     """``([each tensor's rows of every replica, in replica order], this replica's first row)``, no gradient.
 
@@ -74,6 +80,32 @@ def synchronize(variables):
     module = _active()
     if module is not None and hasattr(module, "synchronize"):
         module.synchronize(variables)
+
+
+def accelerator_count():
+    """GPUs (TPUs) the active backend sees on this host; 0 on a CPU-only machine."""
+    module = _active()
+    return 0 if module is None else module.accelerator_count()
+
+
+def start_distribution(topology, timeout_s):
+    """Start a `kerasml.distribution.launch.Topology` on the active backend's engine; see its `start`."""
+    return _active().start_distribution(topology, timeout_s)
+
+
+def start_cluster():
+    """JAX: start ``jax.distributed`` from the environment; ``(number of processes, this process's index)``."""
+    return _active().start_cluster()
+
+
+def start_process_group(coordinator, rank, world_size, local_rank, timeout_s):
+    """PyTorch: join the default ``torch.distributed`` group (gloo on CPU, NCCL on GPU)."""
+    _active().start_process_group(coordinator, rank, world_size, local_rank, timeout_s)
+
+
+def stop_process_group():
+    """PyTorch: leave the default ``torch.distributed`` group."""
+    _active().stop_process_group()
 
 
 # ------------------------------------------------------------------ fast paths (issue 13) ---
@@ -110,7 +142,7 @@ def call_functional(model, inputs, training=False):
     (`kerasml._backend.tensorflow_layers.run`); on JAX, and for any model or input the fast path
     does not handle, the model is called as usual.
     """
-    if _fast_paths["enabled"]:
+    if _fast_paths["enabled"] and replica_count() == 1:  # across replicas batch-norm needs global statistics
         name = _FAST_PATH_MODULES.get(keras.backend.backend())
         if name is not None:
             outputs = importlib.import_module(f"kerasml._backend.{name}").run(model, inputs, training)
@@ -198,3 +230,21 @@ def predict_batches(model, batches):
     from kerasml._backend import inference
 
     return inference.predict_batches(model, batches)
+
+
+def memory_is_tracked(variable):
+    """Whether an assignment to ``variable`` now will persist after the running step.
+
+    False only inside a Keras stateless scope that maps the model's variables but
+    not ``variable`` (JAX's ``fit`` and ``evaluate``): the step carries the new
+    values of the model's own variables only, so an assignment to another
+    variable is dropped. True eagerly, on TensorFlow and PyTorch (whose steps
+    assign in place), and in a scope that maps nothing (Keras' shape-only
+    symbolic build, which discards every assignment anyway).
+    """
+    try:  # Keras exposes no public accessor for the running stateless scope.
+        from keras.src.backend.common.stateless_scope import get_stateless_scope
+    except ImportError:  # pragma: no cover - a future Keras layout
+        return True
+    scope = get_stateless_scope()
+    return scope is None or not scope.state_mapping or scope.get_current_value(variable) is not None

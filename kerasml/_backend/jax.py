@@ -14,3 +14,55 @@ def is_concrete(x):
 def replica_count():
     """Always 1: under ``keras.distribution.DataParallel`` the jitted step sees the whole (sharded) batch."""
     return 1
+
+
+def accelerator_count():
+    """GPUs or TPUs JAX sees on this host (0 on CPU). Initialises JAX's backend."""
+    return sum(1 for device in jax.local_devices() if device.platform != "cpu")
+
+
+def start_cluster():
+    """``jax.distributed`` from the environment (``keras.distribution.initialize()``): ``(processes, this one)``."""
+    import keras
+
+    keras.distribution.initialize()
+    return jax.process_count(), jax.process_index()
+
+
+def start_distribution(topology, timeout_s):
+    """``keras.distribution.DataParallel`` over ``topology.devices`` devices of each process.
+
+    With no accelerator, the CPU is split into that many host devices, which JAX allows only
+    before its backend starts.
+    """
+    import keras
+
+    if topology.num_processes > 1 and topology.launcher != "jax":  # "jax": `start_cluster` did it
+        keras.distribution.initialize(topology.coordinator, topology.num_processes, topology.process_id)
+    try:
+        jax.config.update("jax_num_cpu_devices", max(topology.devices, _forced_devices()))
+    except RuntimeError:
+        pass  # started already: whatever it has is checked below
+    local = jax.local_devices()
+    if len(local) < topology.devices:
+        forced = " (or split the CPU)" if local[0].platform == "cpu" else ""
+        raise ValueError(
+            f"distribution.devices = {topology.devices}, but JAX has {len(local)} {local[0].platform} device(s) in "
+            f"this process: it was started before the CPU could be split. Start a new process{forced} with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={topology.devices} set before JAX is imported "
+            "(`kerasml run` does it), or lower distribution.devices."
+        )
+    devices = [
+        device
+        for process in range(jax.process_count())
+        for device in [d for d in jax.devices() if d.process_index == process][: topology.devices]
+    ]
+    return keras.distribution.DataParallel(devices=devices)
+
+
+def _forced_devices():
+    import os
+    import re
+
+    match = re.search(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
+    return int(match.group(1)) if match else 1

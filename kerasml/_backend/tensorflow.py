@@ -40,3 +40,39 @@ def all_gather_rows(tensors):
 def all_reduce_sum(x):
     """Sum of ``x`` over the replicas; its gradient is the sum of the replicas' gradients."""
     return _replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def accelerator_count():
+    """GPUs TensorFlow sees (0 on CPU); does not start TensorFlow's runtime."""
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+_STRATEGY = {}
+
+
+def start_distribution(topology, timeout_s):
+    """``MirroredStrategy`` over ``topology.devices`` GPUs (or logical CPU devices) of this one process.
+
+    Logical CPU devices can be made only before TensorFlow's runtime starts; one strategy is
+    kept per process (a second one would reuse the first one's collective keys).
+    """
+    key = (topology.devices, topology.num_processes)
+    if key in _STRATEGY:
+        return _STRATEGY[key]
+    gpus = tf.config.list_physical_devices("GPU")
+    kind = "GPU" if gpus else "CPU"
+    if not gpus and topology.devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * topology.devices)
+        except RuntimeError:
+            pass  # started already: whatever it has is checked below
+    local = tf.config.list_logical_devices(kind)
+    if len(local) < topology.devices:
+        raise ValueError(
+            f"distribution.devices = {topology.devices}, but TensorFlow has {len(local)} {kind} device(s) in this "
+            "process: its runtime started before the CPU could be split into logical devices. Run in a new process "
+            "(`kerasml run` does), or lower distribution.devices."
+        )
+    _STRATEGY[key] = tf.distribute.MirroredStrategy([device.name for device in local[: topology.devices]])
+    return _STRATEGY[key]

@@ -28,6 +28,13 @@ def replica_count():
     return 1
 
 
+def process_shard():
+    """``(processes, this process's rank)`` of the default ``torch.distributed`` group; ``(1, 0)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
 def _symbolic(x):
     return isinstance(x, torch.Tensor) and x.device.type == "meta"
 
@@ -105,3 +112,48 @@ def synchronize(variables):
 def _average_gradient(parameter):
     dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
     parameter.grad.div_(dist.get_world_size())
+
+
+def accelerator_count():
+    """CUDA devices PyTorch sees (0 on CPU)."""
+    return torch.cuda.device_count()
+
+
+def start_process_group(coordinator, rank, world_size, local_rank, timeout_s):
+    """Join the default process group: NCCL with one GPU per process (``local_rank``), gloo on CPU.
+
+    ``coordinator``: ``host:port`` of rank 0, or ``"env://"`` (``torchrun``'s store and variables).
+    """
+    from datetime import timedelta
+
+    if dist.is_initialized():
+        return
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        backend = "nccl"
+    else:
+        torch.set_num_threads(max(1, torch.get_num_threads() // max(1, world_size)))
+    dist.init_process_group(
+        backend,
+        init_method=coordinator if coordinator == "env://" else f"tcp://{coordinator}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+
+
+def stop_process_group():
+    """Leave the default process group (if any)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def start_distribution(topology, timeout_s):
+    """One process per replica (``torchrun``): join the group; the engine is the global process group."""
+    import os
+
+    coordinator = "env://" if topology.launcher == "torchrun" else topology.coordinator
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    start_process_group(coordinator, topology.process_id, topology.num_processes, local_rank, timeout_s)
+    return None

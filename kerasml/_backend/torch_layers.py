@@ -216,7 +216,10 @@ def run(model, inputs, training=False):
 
     Applies to a functional model with one input and one output whose tensors are real (not
     ``meta``: Keras' shape inference keeps its usual path), 4-D images in channels-last order.
+    Not under ``torch.compile``, whose tracing cannot build the plan (it reads the layers' configs).
     """
     if not isinstance(inputs, torch.Tensor) or inputs.device.type == "meta" or inputs.ndim != 4:
+        return None
+    if torch.compiler.is_compiling():  # torch.compile (train.compile) traces Keras' own layers and fuses them itself
         return None
     return graph.run(plan(model), inputs, training)

@@ -48,9 +48,12 @@ def _checkpoint(run_dir, which):
 def _cmd_run(args, console):
     if args.resume:
         run_dir = _run_dir(args.resume)
-        if args.spec or args.set:
-            raise CLIError("--resume continues a run with its own spec.toml; drop SPEC and --set.")
-        jobs = [(_load_spec(run_dir / "spec.toml"), run_dir)]
+        if args.spec or any(not override.startswith("distribution.") for override in args.set):
+            raise CLIError(
+                "--resume continues a run with its own spec.toml; drop SPEC and --set (only the devices may "
+                "change: --set distribution.devices=1)."
+            )
+        jobs = [(_load_spec(run_dir / "spec.toml", args.set), run_dir)]
     else:
         if not args.spec:
             raise CLIError("kerasml run needs a SPEC file (e.g. specs/quickstart.toml), or --resume RUN_DIR.")
@@ -85,12 +88,12 @@ def _cmd_evaluate(args, console):
     spec = _load_spec(run_dir / "spec.toml")
     import keras
 
-    from kerasml.experiment import build_streams, evaluate_model, open_data
+    from kerasml.experiment import build_streams, evaluate_model, input_dtype, open_data
     from kerasml.reporting import summary_table
 
     model = keras.saving.load_model(checkpoint)
     store = open_data(spec, run_dir, console)
-    _, eval_stream = build_streams(spec, store)
+    _, eval_stream = build_streams(spec, store, dtype=input_dtype(model))
     metrics = evaluate_model(model, eval_stream, spec)
     console.print(summary_table(f"{spec.experiment.name} ({args.checkpoint})", {args.checkpoint: metrics}))
     return 0
@@ -104,7 +107,7 @@ def _cmd_embed(args, console):
     import numpy as np
 
     from kerasml.data import EvalStream, StoreError, open_store
-    from kerasml.experiment import embed, normalization_for
+    from kerasml.experiment import embed, input_dtype, normalization_for
 
     model = keras.saving.load_model(checkpoint)
     try:
@@ -117,6 +120,7 @@ def _cmd_embed(args, console):
         batch_size=spec.eval.batch_size,
         image_size=spec.data.image_size,
         normalization=normalization_for(spec),
+        dtype=input_dtype(model),
     )
     embeddings, labels = embed(model, stream)
     out = Path(args.out)
@@ -159,7 +163,10 @@ def register(commands):
     )
     add_set_argument(run)
     run.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, with its spec.toml"
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint, with its spec.toml (--set distribution.* may "
+        "change the devices)",
     )
     run.set_defaults(handler=_cmd_run, framework=True)
 

@@ -24,11 +24,19 @@ from kerasml.cli.data import register as register_data
 from kerasml.cli.experiment import register as register_experiment
 from kerasml.cli.losses import register as register_losses
 from kerasml.cli.spec import register as register_spec
+from kerasml.cli.weights import register as register_weights
 
 __all__ = ["build_parser", "main"]
 
 # One `register(commands)` per command module, in the order of `kerasml --help`.
-COMMAND_GROUPS = (register_losses, register_data, register_spec, register_experiment, register_compare)
+COMMAND_GROUPS = (
+    register_losses,
+    register_data,
+    register_weights,
+    register_spec,
+    register_experiment,
+    register_compare,
+)
 
 
 def _versions():

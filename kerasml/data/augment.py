@@ -16,7 +16,7 @@ import numpy as np
 from kerasml._validation import check_choice
 from kerasml.preprocessing import NORMALIZATIONS, Normalization, get_normalization
 
-__all__ = ["CROPS", "NORMALIZATIONS", "Augment", "Normalization", "get_normalization"]
+__all__ = ["CROPS", "DTYPES", "NORMALIZATIONS", "Augment", "Normalization", "get_normalization"]
 
 CROPS = ("resized", "random")
 #: What `Augment` returns: normalised float32 images, or the uint8 pixels (normalised in the model).
@@ -77,7 +77,7 @@ class Augment:
     def __repr__(self):
         return (
             f"Augment(image_size={self.image_size}, scale={self.scale}, ratio={self.ratio}, flip={self.flip}, "
-            f"crop={self.crop!r}, normalization={self.normalization})"
+            f"crop={self.crop!r}, normalization={self.normalization}, dtype={self.dtype!r})"
         )
 
     def _box(self, height, width, rng):

@@ -3,7 +3,10 @@
 :class:`TrainStream` yields the sampler's structured batches (N-pair, triplet, m-per-class)
 through augmentation; :class:`EvalStream` yields a split in row order through the
 deterministic evaluation transform. Both return ``(images float32 [B, H, W, 3], labels
-int32 [B])`` (channels first when Keras' ``image_data_format`` is ``channels_first``).
+int32 [B])`` (channels first when Keras' ``image_data_format`` is ``channels_first``), or with
+``dtype="uint8"`` the images as uint8 pixels, 4x fewer bytes to pass from the workers and to copy
+to an accelerator, for a model that normalises its input
+(``MetricModel(..., input_normalization=...)``, `kerasml.layers.InputNormalization`).
 
 Parallelism: ``workers`` and ``use_multiprocessing`` are passed to ``PyDataset``. The
 HDF5 file is opened lazily in each process and never pickled, so the streams work with
@@ -18,7 +21,8 @@ only reorders whole batches; their composition comes from the sampler.
 import keras
 import numpy as np
 
-from kerasml.data.augment import Augment
+from kerasml._validation import check_choice
+from kerasml.data.augment import DTYPES, Augment
 from kerasml.data.samplers import Sampler, get_sampler
 from kerasml.data.store import Store
 
@@ -52,6 +56,8 @@ class TrainStream(keras.utils.PyDataset):
             or ``False`` for the deterministic evaluation transform. Defaults to ``True``.
         normalization: see :func:`~kerasml.data.augment.get_normalization` (a name, a
             backbone name or ``(mean, std)``). Defaults to ``"imagenet"``.
+        dtype: ``"float32"`` (normalised images) or ``"uint8"`` (pixels; the model normalises).
+            Defaults to the ``augment``'s when it is an ``Augment``, else ``"float32"``.
         seed: the seed of the augmentation (and of a sampler built here). Defaults to 0.
         sampler_options: further sampler arguments (``m``, ``batches_per_epoch``, ...).
         data_format: ``"channels_last"`` / ``"channels_first"``; defaults to Keras' setting.
@@ -82,6 +88,7 @@ class TrainStream(keras.utils.PyDataset):
         normalization="imagenet",
         seed=0,
         sampler_options=None,
+        dtype=None,
         data_format=None,
         workers=1,
         use_multiprocessing=False,
@@ -106,13 +113,20 @@ class TrainStream(keras.utils.PyDataset):
             options = {"seed": seed, **(sampler_options or {})}
             self.sampler = get_sampler(sampler, labels, batch_size, **options)
         self._random = augment is not False and augment is not None
+        if dtype is not None:
+            check_choice("dtype", dtype, DTYPES)
         if augment is True:
-            augment = Augment(image_size, normalization=normalization)
+            augment = Augment(image_size, normalization=normalization, dtype=dtype or "float32")
         elif not self._random:
-            augment = Augment(image_size, normalization=normalization, flip=False)
+            augment = Augment(image_size, normalization=normalization, flip=False, dtype=dtype or "float32")
         elif not isinstance(augment, Augment):
             raise ValueError(
                 f"Invalid value for argument `augment`. Expected a bool or an Augment. Received: {augment!r}"
+            )
+        elif dtype is not None and augment.dtype != dtype:
+            raise ValueError(
+                f"Invalid value for argument `dtype`: {dtype!r} differs from the `augment`'s dtype "
+                f"{augment.dtype!r}. Build the Augment with dtype={dtype!r}, or leave `dtype` out."
             )
         self.augment = augment
         self.seed = int(seed)
@@ -135,8 +149,13 @@ class TrainStream(keras.utils.PyDataset):
         """The split positions of batch ``index`` (of ``epoch``, default the current one)."""
         return self.sampler.batch(self.epoch if epoch is None else epoch, index)
 
+    @property
+    def dtype(self):
+        """``"float32"`` (normalised images) or ``"uint8"`` (pixels): what the batches' images are."""
+        return self.augment.dtype
+
     def __getitem__(self, index):
-        """Batch ``index`` of the current epoch: ``(images float32, labels int32)``."""
+        """Batch ``index`` of the current epoch: ``(images float32 or uint8, labels int32)``."""
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -166,6 +185,8 @@ class EvalStream(keras.utils.PyDataset):
         image_size: the model's input side. Defaults to 224.
         normalization: see :func:`~kerasml.data.augment.get_normalization`. Defaults to
             ``"imagenet"``.
+        dtype: ``"float32"`` (normalised images) or ``"uint8"`` (pixels; the model normalises).
+            Defaults to ``"float32"``.
         data_format: defaults to Keras' setting.
         workers: ``PyDataset`` workers. Defaults to 1.
         use_multiprocessing: worker processes instead of threads. Defaults to ``False``.
@@ -183,6 +204,7 @@ class EvalStream(keras.utils.PyDataset):
         batch_size=64,
         image_size=224,
         normalization="imagenet",
+        dtype="float32",
         data_format=None,
         workers=1,
         use_multiprocessing=False,
@@ -197,15 +219,20 @@ class EvalStream(keras.utils.PyDataset):
         if self.rows.size == 0:
             raise ValueError(f"The {split!r} split of {self.store.path} has no images.")
         self.batch_size = int(batch_size)
-        self.augment = Augment(image_size, normalization=normalization, flip=False)
+        self.augment = Augment(image_size, normalization=normalization, flip=False, dtype=dtype)
         self.data_format = data_format
         self.labels = self.store.labels[self.rows].astype(np.int32)
 
     def __len__(self):
         return -(-len(self.rows) // self.batch_size)
 
+    @property
+    def dtype(self):
+        """``"float32"`` (normalised images) or ``"uint8"`` (pixels): what the batches' images are."""
+        return self.augment.dtype
+
     def __getitem__(self, index):
-        """Batch ``index``: ``(images float32, labels int32)`` of rows in order."""
+        """Batch ``index``: ``(images float32 or uint8, labels int32)`` of rows in order."""
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):

@@ -1,7 +1,8 @@
 """Hardness-aware deep metric learning (HDML, Zheng et al., CVPR 2019), in one package.
 
 - `kerasml.hdml.ops`: the equations as ``keras.ops`` functions — eq. (1)
-  `pull_negatives` / `pull_npair_negatives` with ``λ₀ = exp(−α/J_avg)``
+  `pull_negatives` / `pull_npair_negatives` / `pull_pair_negatives` (every
+  anchor–negative pair of any labelled batch, for pair-based losses) with ``λ₀ = exp(−α/J_avg)``
   (`hardness_factor`), eq. (2) `metric_objective` with ``w = exp(−β/J̄_gen)``
   (`synthetic_weight`), `reconstruction_loss`, `soft_cross_entropy`,
   `generator_loss`, and `synthesis_layout` (asks the loss).
@@ -26,6 +27,7 @@ from kerasml.hdml.ops import (
     metric_objective,
     pull_negatives,
     pull_npair_negatives,
+    pull_pair_negatives,
     reconstruction_loss,
     soft_cross_entropy,
     synthesis_layout,
@@ -51,6 +53,7 @@ __all__ = [
     "metric_objective",
     "pull_negatives",
     "pull_npair_negatives",
+    "pull_pair_negatives",
     "reconstruction_loss",
     "soft_cross_entropy",
     "synthesis_layout",

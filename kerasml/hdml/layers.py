@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
-from kerasml.hdml.ops import hardness_factor, pull_negatives, pull_npair_negatives
+from kerasml.hdml.ops import hardness_factor, pull_negatives, pull_npair_negatives, pull_pair_negatives
 from kerasml.layers.batch_norm import add_batch_norm_weights, batch_norm
 
-LAYOUTS = ("npair", "triplet")
+LAYOUTS = ("npair", "triplet", "any")
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
@@ -76,10 +76,13 @@ class HardnessAwareAugmentation(keras.layers.Layer):
       (``j = i``: ``p_i`` unchanged).
     - ``"triplet"``: ``[anchors; positives; negatives]`` → returns
       ``(anchors, positives, pulled_negatives)``, each ``[n, D]``.
+    - ``"any"``: any labelled batch ``[B, D]`` (call with ``labels``) → returns
+      ``(embeddings [B, D], pulled [B, B, D])``, row ``i`` holding every ``z_j``,
+      pulled toward ``z_i`` when ``y_j ≠ y_i`` (`kerasml.hdml.ops.pull_pair_negatives`).
 
     Args:
         alpha: the pulling factor ``α``. Defaults to ``90.0``.
-        layout: ``"npair"`` or ``"triplet"``. Defaults to ``"npair"``.
+        layout: ``"npair"``, ``"triplet"`` or ``"any"``. Defaults to ``"npair"``.
         block_size: steps per ``J_avg`` block. Defaults to ``64``.
         initial_j_avg: ``J_avg`` before the first block. Defaults to ``1e6``.
         **kwargs: `keras.layers.Layer` arguments.
@@ -101,8 +104,15 @@ class HardnessAwareAugmentation(keras.layers.Layer):
         """The current ``λ₀ = exp(−α / J_avg)``."""
         return hardness_factor(self.alpha, self.j_avg.value)
 
-    def call(self, embeddings):
+    def call(self, embeddings, labels=None):
         j_avg = self.j_avg.value
+        if self.layout == "any":
+            if labels is None:
+                raise ValueError(
+                    "HardnessAwareAugmentation(layout='any') pulls each anchor's negatives, which the labels "
+                    "tell apart. Received: labels=None. Call it as `augmentation(embeddings, labels)`."
+                )
+            return embeddings, pull_pair_negatives(embeddings, labels, j_avg, self.alpha)
         if self.layout == "npair":
             n = ops.shape(embeddings)[0] // 2
             anchors, positives = embeddings[:n], embeddings[n : 2 * n]

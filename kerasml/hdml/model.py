@@ -83,8 +83,12 @@ class HDMLModel(MetricModel):
     Batches must follow the base loss's layout, for a loss HDML can synthesise
     for (``loss.hdml_layout``): ``[a_1..a_N; p_1..p_N]`` (any even size, N
     distinct classes) for `NPairLoss`/`AngularLoss`, ``[anchors; positives;
-    negatives]`` for ``TripletLoss(mining="structured")``. Labels must be
-    ``0..num_classes−1`` (the classifier's classes).
+    negatives]`` for ``TripletLoss(mining="structured")``, any labelled batch
+    (several samples per class) for the pair-based `ContrastiveLoss`,
+    `MultiSimilarityLoss`, `LiftedStructureLoss` and `CircleLoss`, whose every
+    anchor–negative pair gets a synthetic negative (B² synthetic rows;
+    ``convention="kerasml"`` only; docs/hdml.md, "HDML beyond tuples"). Labels
+    must be ``0..num_classes−1`` (the classifier's classes).
 
     With ``convention="kerasml"``, ``J_avg`` averages the *unweighted* base
     loss ``J_m`` and the terms are logged unweighted; ``convention="authors"``
@@ -154,7 +158,7 @@ class HDMLModel(MetricModel):
         check_choice("synthetic_statistics", synthetic_statistics, SYNTHETIC_STATISTICS)
         convention = conventions.get(convention)
         super().__init__(backbone, embedding_dim=embedding_dim, loss=loss, weight_decay=weight_decay, **kwargs)
-        self.layout = H.synthesis_layout(self.base_loss)
+        self.layout = H.synthesis_layout(self.base_loss, convention.name)
         self._convention = convention
         self.num_classes = int(num_classes)
         self.alpha, self.beta = float(alpha), float(beta)
@@ -251,8 +255,10 @@ class HDMLModel(MetricModel):
         with stopped weights (carries ``J_syn`` back to ``z``). Both passes see
         the same batch, so ``J_soft`` and ``J_syn`` judge the same synthetic
         features ``ỹ``. The synthetic batch is the anchors then the N² tuples
-        (N-pair: blocks ``(N, N²)``, the two arguments of ``synthetic_loss``) or
-        ``[ã; p̃; ñ]`` (triplet: one block).
+        (N-pair: blocks ``(N, N²)``, the two arguments of ``synthetic_loss``),
+        every sample then the B² grid of `kerasml.hdml.ops.pull_pair_negatives`
+        (``"any"``, pair-based losses: blocks ``(B, B²)``) or ``[ã; p̃; ñ]``
+        (triplet: one block).
         """
         sg = ops.stop_gradient
         if self.layout == "npair":
@@ -263,6 +269,14 @@ class HDMLModel(MetricModel):
             # Synthetic rows: the anchors, then the N² pulled negatives.
             synthetic_labels = ops.concatenate([labels[:n], ops.tile(labels[n:real_count], [n])], axis=0)
             blocks = (n, n * n)
+        elif self.layout == "any":
+            count = ops.shape(z)[0]
+            real_count, kept = count, count
+            _, pulled = self.augmentation(z, labels)  # [B, B, D]
+            pulled = ops.reshape(pulled, (-1, self.embedding_dim))  # row i*B + j: z_j, pulled toward z_i if negative
+            # Synthetic rows: every sample as an anchor, then the B² rows (each keeps its sample's label).
+            synthetic_labels = ops.concatenate([labels, ops.tile(labels, [count])], axis=0)
+            blocks = (count, count * count)
         else:
             n = ops.shape(z)[0] // 3
             real_count, kept = 3 * n, 2 * n
@@ -290,11 +304,11 @@ class HDMLModel(MetricModel):
                 synthetic_rows(regenerated), training=True, update_statistics=self.synthetic_statistics == "update"
             )
         )
-        if self.layout == "npair":
-            tuples = ops.reshape(projected[n:], (n, n, self.embedding_dim))
-            j_syn = self.base_loss.synthetic_loss(labels, projected[:n], tuples, convention=self.convention)
-        else:
+        if self.layout == "triplet":
             j_syn = self.base_loss.synthetic_loss(labels, projected, None, convention=self.convention)
+        else:  # "npair", "any": the anchors, then each anchor's row of tuples
+            tuples = ops.reshape(projected[kept:], (kept, kept, self.embedding_dim))
+            j_syn = self.base_loss.synthetic_loss(labels, projected[:kept], tuples, convention=self.convention)
 
         j_cls = H.soft_cross_entropy(self.classifier(sg(features)), labels, self.num_classes)
         return {"J_syn": j_syn, "J_recon": j_recon, "J_soft": j_soft, "J_gen": j_gen, "J_cls": j_cls}

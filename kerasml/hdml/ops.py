@@ -64,9 +64,14 @@ def pull_negatives(anchor, positive, negative, j_avg, alpha):
     """
     anchor, positive, negative = (ops.convert_to_tensor(t, "float32") for t in (anchor, positive, negative))
     d_pos = _norm(positive - anchor)
-    d_neg = _norm(negative - anchor)
-    lam = hardness_factor(alpha, j_avg)
+    return _pull_toward(anchor, d_pos, negative, _norm(negative - anchor), hardness_factor(alpha, j_avg))
+
+
+def _pull_toward(anchor, d_pos, negative, d_neg, lam, allowed=None):
+    """Eq. (1) given the distances ``d⁺`` and ``d⁻``; ``allowed`` (bool) rules rows out of pulling."""
     pull = d_neg > d_pos
+    if allowed is not None:
+        pull = ops.logical_and(pull, allowed)
     safe_d_neg = ops.where(pull, d_neg, 1.0)
     scale = (d_pos + lam * (d_neg - d_pos)) / safe_d_neg
     pulled = anchor + scale * (negative - anchor)
@@ -89,6 +94,43 @@ def pull_npair_negatives(anchors, positives, j_avg, alpha):
     p_own = ops.expand_dims(positives, 1)  # [N, 1, D]
     p_all = ops.expand_dims(positives, 0)  # [1, N, D]
     return pull_negatives(a, p_own, p_all, j_avg, alpha)
+
+
+def pull_pair_negatives(embeddings, labels, j_avg, alpha):
+    """Eq. (1) on any labelled batch: every anchor–negative pair ``(i, j)``, ``y_i ≠ y_j``.
+
+    HDML beyond tuples (docs/hdml.md): sample ``z_j`` is pulled toward anchor
+    ``z_i`` when it is a negative of ``i`` (``y_j ≠ y_i``), with ``d⁺_i`` the
+    distance from ``z_i`` to its farthest positive (``max_{k ≠ i, y_k = y_i}
+    ‖z_k − z_i‖``), so that no synthetic negative comes closer to its anchor
+    than any of the anchor's positives. A positive (or ``j = i``), and every
+    ``z_j`` seen from an anchor without a positive in the batch, is returned
+    unchanged. On an N-pair batch the anchor ``a_i``'s only positive is
+    ``p_i``, so entry ``(i, N + j)`` is `pull_npair_negatives`' ``(i, j)``.
+
+    Args:
+        embeddings: ``z``, float ``[B, D]``.
+        labels: int ``[B]``.
+        j_avg: ``J_avg`` (scalar, no gradient); alpha: ``α``.
+
+    Returns:
+        ``[B, B, D]``: row ``i``, column ``j`` is ``z_j`` pulled toward ``z_i``
+        (or ``z_j``). O(B² D) memory, no ``[B, B, B]`` tensor. Gradients flow
+        to every embedding (``d⁺_i`` to the farthest positive).
+    """
+    z = ops.convert_to_tensor(embeddings, "float32")
+    labels = ops.reshape(ops.convert_to_tensor(labels), (-1,))
+    anchor = ops.expand_dims(z, 1)  # [B, 1, D]
+    others = ops.expand_dims(z, 0)  # [1, B, D]
+    d = _norm(others - anchor)  # [B, B, 1]: ‖z_j − z_i‖
+    same = ops.expand_dims(ops.expand_dims(labels, 1) == ops.expand_dims(labels, 0), -1)  # [B, B, 1]
+    index = ops.arange(ops.shape(labels)[0])
+    itself = ops.expand_dims(ops.expand_dims(index, 1) == ops.expand_dims(index, 0), -1)
+    positive = ops.logical_and(same, ops.logical_not(itself))
+    # d⁺_i: the farthest positive (distances are >= 0, so -1 marks "none").
+    d_pos = ops.max(ops.where(positive, d, -1.0), axis=1, keepdims=True)  # [B, 1, 1]
+    allowed = ops.logical_and(ops.logical_not(same), d_pos >= 0.0)
+    return _pull_toward(anchor, d_pos, others, d, hardness_factor(alpha, j_avg), allowed)
 
 
 def reconstruction_loss(features, reconstructed):
@@ -128,21 +170,37 @@ def metric_objective(j_m, j_syn, w):
     return w * j_m + (1.0 - w) * j_syn
 
 
-def synthesis_layout(loss):
-    """The batch layout HDML synthesises for ``loss``: ``"npair"`` or ``"triplet"`` (the loss's ``hdml_layout``).
+def synthesis_layout(loss, convention="kerasml"):
+    """The batch layout HDML synthesises for ``loss``: the loss's ``hdml_layout``.
+
+    ``"npair"`` (N² tuples), ``"triplet"`` (one negative per triplet) or ``"any"``
+    (every anchor–negative pair of any labelled batch, `pull_pair_negatives`).
+
+    Args:
+        loss: the base loss.
+        convention: the HDML convention's name; the loss must implement its
+            synthetic loss (``loss.hdml_conventions``). Defaults to ``"kerasml"``.
 
     Raises:
-        ValueError: for a loss whose tuples HDML cannot synthesise, saying why
-            and which losses it supports (from `kerasml.losses.catalog`).
+        ValueError: for a loss whose negatives HDML cannot synthesise, saying why
+            and which losses it supports (from `kerasml.losses.catalog`), or for a
+            convention the loss has no synthetic form for.
     """
     if isinstance(loss, losses.MetricLoss):
         problem = loss.hdml_problem()
     else:
         problem = f"{type(loss).__name__} is not a kerasml loss"
     if problem is None:
+        accepted = loss.hdml_conventions
+        if convention not in accepted:
+            raise ValueError(
+                f"Invalid value for argument `convention`: {type(loss).__name__} takes HDML's "
+                f"convention(s) {', '.join(repr(c) for c in accepted)} only. Received: convention={convention!r}. "
+                f"{loss.hdml_convention_note} Use convention='kerasml'."
+            )
         return loss.hdml_layout
     supported = "; ".join(f"{entry.name} ({entry.hdml})" for entry in losses.catalog() if entry.hdml)
     raise ValueError(
-        f"HDML synthesises hard negatives for tuple-structured losses only: {supported}. {problem}. "
+        f"HDML synthesises hard negatives for these losses only: {supported}. {problem}. "
         "Use one of those, or hdml=False for a plain model."
     )

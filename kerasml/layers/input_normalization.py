@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasml._validation import check_choice
 from kerasml.preprocessing import Normalization, get_normalization
 
 
@@ -42,7 +43,8 @@ class InputNormalization(keras.layers.Layer):
         if isinstance(normalization, dict):
             normalization = Normalization(**normalization)
         self.normalization = get_normalization(normalization)
-        self.data_format = keras.backend.standardize_data_format(data_format)
+        self.data_format = data_format or keras.config.image_data_format()
+        check_choice("data_format", self.data_format, ("channels_last", "channels_first"))
         std = np.asarray(self.normalization.std, np.float64)
         # The constants of Normalization.__call__, rounded to float32 the same way.
         self._slope = (self.normalization.scale / std).astype(np.float32)

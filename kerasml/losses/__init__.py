@@ -29,11 +29,15 @@ class                  function                    batch layout
 `SubCenterArcFaceLoss` `arcface_loss`              any, labels in [0, C) (*)
 `CosFaceLoss`          `cosface_loss`              any, labels in [0, C) (*)
 `MarginLoss`           `margin_loss`               any labelled batch (*)
+`CrossBatchMemory`     (wraps a pair loss)         any labelled batch (**)
 =====================  ==========================  ============================
 
 (*) trainable parameters (proxies, class weights, ``β``) in a `LossParameters`
 layer that the model must own: `kerasml.models.MetricModel` does
 (see `kerasml.losses.parametric` for why ``compile(loss=...)`` alone cannot).
+(**) a FIFO of past embeddings in a non-trainable `MemoryBank` layer
+(``loss.memory``) that the model must own, for the same reason
+(`kerasml.losses.xbm`).
 
 The pair and triplet losses take a ``miner`` (`kerasml.losses.miners`: which
 pairs or triplets to use, O(B²) memory) and, where the formula allows, a
@@ -45,7 +49,7 @@ Each loss owns its batch layout (`MetricLoss.layout`, see
 `catalog()` lists them all with their spec names and aliases.
 """
 
-from kerasml.losses import distances, layouts, miners
+from kerasml.losses import distances, layouts, miners, registry
 from kerasml.losses._base import HDML_CONVENTIONS, MetricLoss
 from kerasml.losses.angular import AngularLoss, angular_loss
 from kerasml.losses.circle import CircleLoss, circle_loss
@@ -73,6 +77,7 @@ from kerasml.losses.registry import LossEntry, Registry
 from kerasml.losses.supcon import NTXentLoss, SupConLoss, ntxent_loss, supcon_loss
 from kerasml.losses.triplet import TripletLoss, triplet_loss
 from kerasml.losses.tuplet_margin import TupletMarginLoss, tuplet_margin_loss
+from kerasml.losses.xbm import CrossBatchMemory, MemoryBank
 
 #: Every kerasml loss, in the order the docs and ``kerasml losses`` list them.
 LOSSES = (
@@ -98,6 +103,7 @@ LOSSES = (
     MarginLoss,
 )
 _REGISTRY = Registry(LOSSES)
+registry.set_default(_REGISTRY)
 
 
 def catalog():
@@ -162,6 +168,7 @@ __all__ = [
     "CircleLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "DivergenceLoss",
     "FastAPLoss",
     "Layout",
@@ -169,6 +176,7 @@ __all__ = [
     "LossEntry",
     "LossParameters",
     "MarginLoss",
+    "MemoryBank",
     "MetricLoss",
     "MultiSimilarityLoss",
     "NPairLoss",

@@ -39,11 +39,14 @@ class MetricLoss(keras.losses.Loss):
       check). Subclasses set the class attribute ``batch_layout`` (default
       `ANY`) or override the property when it depends on arguments.
     - ``hdml_layout``: ``"npair"`` or ``"triplet"`` when HDML can synthesise
-      hard tuples for the loss (``None`` otherwise); such a loss implements
-      ``synthetic_loss(labels, anchors, tuples, convention)``, its own formula
-      on the synthetic tuples, may override ``real_loss(labels, z,
-      convention)`` (``J_m``) where the HDML authors' code computes it
-      differently, and ``hdml_problem()`` says why HDML cannot apply.
+      hard tuples for the loss, ``"any"`` when it synthesises a negative for
+      every anchor–negative pair of any labelled batch (pair-based losses,
+      `kerasml.losses.pair_synthesis`), ``None`` otherwise; such a loss
+      implements ``synthetic_loss(labels, anchors, tuples, convention)``, its
+      own formula on the synthetic tuples, for the conventions in
+      ``hdml_conventions``, may override ``real_loss(labels, z, convention)``
+      (``J_m``) where the HDML authors' code computes it differently, and
+      ``hdml_problem()`` says why HDML cannot apply.
     - ``names``: its spec name first, then the accepted aliases (the registry,
       `kerasml.losses.get`, is built from them).
 
@@ -70,6 +73,10 @@ class MetricLoss(keras.losses.Loss):
     layout_summary = None
     #: when HDML applies, as one line for tables ("" when never).
     hdml_summary = ""
+    #: the HDML conventions whose ``synthetic_loss`` this loss implements.
+    hdml_conventions = HDML_CONVENTIONS
+    #: why a convention outside ``hdml_conventions`` does not apply (one sentence, for errors).
+    hdml_convention_note = ""
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -130,9 +137,42 @@ class MetricLoss(keras.losses.Loss):
         """The `LossParameters` layer holding this loss's trainable variables; ``None`` for this loss."""
         return None
 
+    #: whether the loss compares a batch with a reference set (`call_with_reference`): what
+    #: `kerasml.losses.CrossBatchMemory` needs. Pair losses whose terms are read from masks set it.
+    supports_reference = False
+
+    def reference_problem(self):
+        """``None`` when the loss can compare a batch with a reference set (cross-batch memory), else why not."""
+        owner = type(self).__name__
+        if self.layout.name != "any":
+            return f"{self.layout_name} needs batches {self.layout.description}, not any labelled batch"
+        if not self.supports_reference:
+            return f"{owner} does not compare each sample of a batch with a set of other samples through pair masks"
+        miner = getattr(self, "miner", None)
+        if miner is not None and not miner.supports_reference:
+            return f"its miner {type(miner).__name__} reads the batch's own geometry, not a reference set"
+        return None
+
+    def call_with_reference(self, y_true, y_pred, reference):
+        """This loss with the batch's anchors ``[B]`` compared with ``reference``'s ``N`` rows.
+
+        Args:
+            y_true: int32 labels ``[B]``.
+            y_pred: float32 embeddings ``[B, D]`` (the anchors).
+            reference: a `kerasml.losses.reference.Reference` whose first ``B``
+                rows are the batch itself.
+
+        Raises:
+            ValueError: for a loss without that form (see `reference_problem`).
+        """
+        del y_true, y_pred, reference
+        raise ValueError(
+            f"{type(self).__name__} cannot compare a batch with a reference set: {self.reference_problem()}."
+        )
+
     @property
     def hdml_layout(self):
-        """``"npair"`` or ``"triplet"``: the tuples HDML synthesises for this loss; ``None`` if it cannot."""
+        """``"npair"``, ``"triplet"`` or ``"any"``: the tuples HDML synthesises for this loss; ``None`` if it cannot."""
         return None
 
     def hdml_problem(self):
@@ -162,9 +202,12 @@ class MetricLoss(keras.losses.Loss):
         Args:
             labels: int labels ``[B]`` of the real batch.
             anchors: N-pair layout: the synthetic anchors ``ã`` ``[N, D]``;
-                triplet layout: the synthetic batch ``[ã; p̃; ñ]`` ``[3n, D]``.
+                triplet layout: the synthetic batch ``[ã; p̃; ñ]`` ``[3n, D]``;
+                ``"any"``: the synthetic anchors ``ã`` ``[B, D]`` (every sample).
             tuples: N-pair layout: ``[N, N, D]``, row ``i`` holding ``ñ_ij``
-                (the pulled ``p_j``; ``ñ_ii`` is the positive); triplet: ``None``.
+                (the pulled ``p_j``; ``ñ_ii`` is the positive); triplet: ``None``;
+                ``"any"``: ``[B, B, D]``, row ``i`` holding ``ñ_ij`` (``z_j``
+                pulled toward ``z_i`` when ``y_j ≠ y_i``, else ``z_j``).
             convention: ``"kerasml"`` (the loss's own terms on the tuples) or
                 ``"authors"`` (as the HDML authors' code computes it: each loss
                 says how). Defaults to ``"kerasml"``.

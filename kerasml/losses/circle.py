@@ -5,14 +5,21 @@ from keras import ops
 
 from kerasml.losses import distances, miners
 from kerasml.losses._base import MetricLoss
+from kerasml.losses.pair_synthesis import PairSynthesis, row_matrix
 from kerasml.losses.pairwise import as_embeddings, as_labels, masked_logsumexp, masked_mean
+from kerasml.losses.reference import reference_embeddings
 
 _COSINE = distances.Cosine()
 
 
-def _circle(labels, embeddings, m, gamma, miner):
-    s = _COSINE.pairwise(embeddings)
-    positive, negative = miners.mine_pairs(miner, labels, -s, _COSINE, embeddings)
+def _circle(labels, embeddings, m, gamma, miner, reference=None):
+    s = _COSINE.pairwise(embeddings, reference_embeddings(reference))
+    return _circle_of(labels, s, m, gamma, miner, embeddings, reference)
+
+
+def _circle_of(labels, s, m, gamma, miner, embeddings, reference=None):
+    """The loss from a ``[B, B]`` matrix of cosine similarities (row ``i``: anchor ``i``'s pairs; or ``[B, N]``)."""
+    positive, negative = miners.mine_pairs(miner, labels, -s, _COSINE, embeddings, reference)
     # The weights α are constants of the gradient step (the authors' code detaches them).
     alpha_p = ops.stop_gradient(ops.relu(1.0 + m - s))
     alpha_n = ops.stop_gradient(ops.relu(s + m))
@@ -48,7 +55,7 @@ def circle_loss(labels, embeddings, m=0.25, gamma=256.0, miner=None):
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
-class CircleLoss(MetricLoss):
+class CircleLoss(PairSynthesis, MetricLoss):
     """Circle loss: each similarity re-weighted by its distance to its own optimum.
 
     With ``s`` the cosine similarities (embeddings normalised inside the loss),
@@ -65,6 +72,11 @@ class CircleLoss(MetricLoss):
 
     Batch convention: any labelled batch ``(y_true [B] int, y_pred [B, D])``,
     several samples per class. ``miner`` selects the pairs (default: all).
+
+    HDML (`kerasml.hdml.HDMLModel`) synthesises a negative for every negative
+    pair (docs/hdml.md, "HDML beyond tuples"); ``J_syn`` is this formula with
+    ``s_n`` (and ``s_p``) the cosine similarities ``s̃_ik = cos(ã_i, ñ_ik)``
+    between each synthetic anchor and its row.
 
     Defaults ``m = 0.25``, ``γ = 256`` are the paper's for face recognition;
     it uses ``m = 0.25, γ = 128`` for re-identification and ``m = 0.4, γ = 80``
@@ -104,6 +116,7 @@ class CircleLoss(MetricLoss):
     """
 
     names = ("circle",)
+    supports_reference = True
 
     def __init__(
         self, m=0.25, gamma=256.0, miner=None, name="circle_loss", reduction="sum_over_batch_size", dtype=None
@@ -115,6 +128,13 @@ class CircleLoss(MetricLoss):
 
     def call(self, y_true, y_pred):
         return _circle(y_true, y_pred, self.m, self.gamma, self.miner)
+
+    def call_with_reference(self, y_true, y_pred, reference):
+        return _circle(y_true, y_pred, self.m, self.gamma, self.miner, reference)
+
+    def synthetic_pair_loss(self, labels, anchors, tuples):
+        """This loss on ``s̃_ik = cos(ã_i, ñ_ik)`` (row ``i``: anchor ``i``'s pairs)."""
+        return _circle_of(labels, row_matrix(_COSINE, anchors, tuples), self.m, self.gamma, self.miner, anchors)
 
     def get_config(self):
         return {

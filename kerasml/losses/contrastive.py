@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasml.losses import distances, miners
 from kerasml.losses._base import MetricLoss
+from kerasml.losses.pair_synthesis import PairSynthesis, row_matrix
 from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
@@ -13,8 +14,10 @@ from kerasml.losses.pairwise import (
     pairwise_squared_distances,
     safe_sqrt,
 )
+from kerasml.losses.reference import reference_embeddings
 
 _EUCLIDEAN = distances.Euclidean()
+_SQUARED = distances.SquaredEuclidean()
 
 
 def _contrastive(labels, embeddings, margin):
@@ -33,9 +36,13 @@ def _contrastive(labels, embeddings, margin):
 
 def _contrastive_mined(labels, embeddings, margin, miner):
     """The same two means over the pairs ``miner`` selects (by Euclidean distance)."""
-    d2 = pairwise_squared_distances(embeddings)
+    return _contrastive_of_squared(labels, pairwise_squared_distances(embeddings), margin, miner, embeddings)
+
+
+def _contrastive_of_squared(labels, d2, margin, miner, embeddings, reference=None):
+    """The two means from a ``[B, B]`` matrix of squared distances (row ``i``: anchor ``i``'s pairs; or ``[B, N]``)."""
     d = safe_sqrt(d2)
-    positive, negative = miners.mine_pairs(miner, labels, d, _EUCLIDEAN, embeddings)
+    positive, negative = miners.mine_pairs(miner, labels, d, _EUCLIDEAN, embeddings, reference)
     return 0.5 * (masked_mean(d2, positive) + masked_mean(ops.square(ops.relu(margin - d)), negative))
 
 
@@ -67,7 +74,7 @@ def contrastive_loss(labels, embeddings, margin=1.0, miner=None):
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
-class ContrastiveLoss(MetricLoss):
+class ContrastiveLoss(PairSynthesis, MetricLoss):
     """Contrastive loss over every pair of the batch, mined from the labels.
 
     With ``d_ij = ‖x_i − x_j‖``, ``P`` the ordered pairs ``i ≠ j`` with equal
@@ -82,6 +89,10 @@ class ContrastiveLoss(MetricLoss):
     ``miner`` (any of `kerasml.losses.miners`, ranking pairs by Euclidean
     distance), ``P`` and ``N`` are the mined pairs; a triplet miner gives the
     pairs of its triplets.
+
+    HDML (`kerasml.hdml.HDMLModel`) synthesises a negative for every negative
+    pair (docs/hdml.md, "HDML beyond tuples"); ``J_syn`` is this formula with
+    ``d̃_ij = ‖ã_i − ñ_ij‖`` between each synthetic anchor and its row.
 
     Defaults follow Hadsell et al. (Euclidean distance, squared hinge, ½
     factors, margin 1). pytorch-metric-learning's `ContrastiveLoss` uses the
@@ -111,6 +122,7 @@ class ContrastiveLoss(MetricLoss):
     """
 
     names = ("contrastive",)
+    supports_reference = True
 
     def __init__(self, margin=1.0, miner=None, name="contrastive_loss", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -121,6 +133,15 @@ class ContrastiveLoss(MetricLoss):
         if self.miner is None:
             return _contrastive(y_true, y_pred, self.margin)
         return _contrastive_mined(y_true, y_pred, self.margin, self.miner)
+
+    def call_with_reference(self, y_true, y_pred, reference):
+        # Every pair (no miner) is the mined form over the reference's label masks.
+        d2 = pairwise_squared_distances(y_pred, reference_embeddings(reference))
+        return _contrastive_of_squared(y_true, d2, self.margin, self.miner, y_pred, reference)
+
+    def synthetic_pair_loss(self, labels, anchors, tuples):
+        """``½ mean_P d̃² + ½ mean_N max(m − d̃, 0)²`` with ``d̃_ij = ‖ã_i − ñ_ij‖`` (``miner`` on ``d̃``)."""
+        return _contrastive_of_squared(labels, row_matrix(_SQUARED, anchors, tuples), self.margin, self.miner, anchors)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "miner": distances.serialize(self.miner)}

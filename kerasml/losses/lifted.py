@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
+from kerasml.losses import distances
 from kerasml.losses._base import MetricLoss
+from kerasml.losses.pair_synthesis import PairSynthesis, row_matrix
 from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
@@ -12,6 +14,8 @@ from kerasml.losses.pairwise import (
     masked_mean,
     pairwise_distances,
 )
+
+_EUCLIDEAN = distances.Euclidean()
 
 
 def lifted_structure_loss(labels, embeddings, margin=1.0):
@@ -32,10 +36,12 @@ def lifted_structure_loss(labels, embeddings, margin=1.0):
     Returns:
         The scalar loss (float32).
     """
-    labels = as_labels(labels)
-    embeddings = as_embeddings(embeddings)
+    return _lifted_of(as_labels(labels), pairwise_distances(as_embeddings(embeddings)), margin)
+
+
+def _lifted_of(labels, d, margin):
+    """The loss from a ``[B, B]`` matrix of Euclidean distances (row ``i``: anchor ``i``'s pairs)."""
     positive, negative = label_masks(labels)
-    d = pairwise_distances(embeddings)
     log_negatives = masked_logsumexp(margin - d, negative, axis=1)  # [B]
     # log(Σ_{N_i} + Σ_{N_j}) for every pair (i, j), [B, B].
     pair_log = ops.logaddexp(ops.expand_dims(log_negatives, 1), ops.expand_dims(log_negatives, 0))
@@ -46,7 +52,7 @@ def lifted_structure_loss(labels, embeddings, margin=1.0):
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
-class LiftedStructureLoss(MetricLoss):
+class LiftedStructureLoss(PairSynthesis, MetricLoss):
     """Smooth lifted structured loss: each positive pair against all negatives.
 
     With Euclidean distances ``D``, ``P`` the unordered positive pairs and
@@ -59,6 +65,11 @@ class LiftedStructureLoss(MetricLoss):
     Batch convention: any labelled batch ``(y_true [B] int, y_pred [B, D])``
     with at least one positive pair; with none the loss is 0. A pair with no
     negative on either side has ``J_ij = −∞`` and costs 0.
+
+    HDML (`kerasml.hdml.HDMLModel`) synthesises a negative for every negative
+    pair (docs/hdml.md, "HDML beyond tuples"); ``J_syn`` is this formula on
+    ``D̃_ik = ‖ã_i − ñ_ik‖``: ``N_i``'s sum runs over the negatives pulled toward
+    ``i``, ``N_j``'s over those pulled toward ``j``.
 
     Defaults follow the paper (margin 1, Euclidean, unnormalised).
     pytorch-metric-learning's `LiftedStructureLoss(pos_margin=0, neg_margin=1)`
@@ -94,6 +105,10 @@ class LiftedStructureLoss(MetricLoss):
 
     def call(self, y_true, y_pred):
         return lifted_structure_loss(y_true, y_pred, margin=self.margin)
+
+    def synthetic_pair_loss(self, labels, anchors, tuples):
+        """This loss on ``D̃_ik = ‖ã_i − ñ_ik‖`` (row ``i``: anchor ``i``'s pairs)."""
+        return _lifted_of(labels, row_matrix(_EUCLIDEAN, anchors, tuples), self.margin)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}

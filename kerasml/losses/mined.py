@@ -142,13 +142,13 @@ class Triplets:
             dissimilarity: the ``[B, B]`` matrix the window refers to.
         """
         positive = ops.cast(self.positive, "bool")
-        size = ops.shape(positive)[0]
+        size, width = ops.shape(positive)[0], ops.shape(positive)[1]
         if self.choice is not None:
-            # negative[a, n]: n is the choice of some mined (a, p); scatter-add into a flat [B*B].
+            # negative[a, n]: n is the choice of some mined (a, p); scatter-add into a flat [B*N].
             rows = ops.expand_dims(ops.arange(size, dtype="int32"), 1)
-            segments = ops.reshape(rows * size + self.choice, (-1,))
-            hits = ops.segment_sum(ops.reshape(ops.cast(positive, "float32"), (-1,)), segments, size * size)
-            return Pairs(positive=positive, negative=ops.reshape(hits, (size, size)) > 0)
+            segments = ops.reshape(rows * width + self.choice, (-1,))
+            hits = ops.segment_sum(ops.reshape(ops.cast(positive, "float32"), (-1,)), segments, size * width)
+            return Pairs(positive=positive, negative=ops.reshape(hits, (size, width)) > 0)
         negative = self.negative > 0
         d = ops.stop_gradient(dissimilarity)
         if self.low == -math.inf and self.high == math.inf:
@@ -161,10 +161,10 @@ class Triplets:
         high = min(self.high, FAR)
         # (a, p) is used when some negative lies in (D_ap + low, D_ap + high].
         counts, _ = count_below(d, negative, ops.concatenate([d + high, d + low], axis=1))
-        in_window = counts[:, :size] - counts[:, size:]
+        in_window = counts[:, :width] - counts[:, width:]
         # (a, n) is used when some positive has D_ap in [D_an − high, D_an − low).
         counts, _ = count_below(d, positive, ops.concatenate([d - low, d - high], axis=1), inclusive=False)
-        has_partner = counts[:, :size] - counts[:, size:]
+        has_partner = counts[:, :width] - counts[:, width:]
         return Pairs(
             positive=ops.logical_and(positive, in_window > 0.5),
             negative=ops.logical_and(negative, has_partner > 0.5),

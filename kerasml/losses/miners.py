@@ -78,20 +78,26 @@ class Miner:
 
     #: the short name `get` accepts (and configs write).
     name = ""
+    #: whether the miner works on a batch against a reference set (``[B, N]`` matrices,
+    #: `kerasml.losses.reference.Reference`, as `kerasml.losses.CrossBatchMemory` builds).
+    supports_reference = True
 
-    def mine(self, labels, dissimilarity, distance, embeddings):
+    def mine(self, labels, dissimilarity, distance, embeddings, reference=None):
         """Mine one batch (what the losses call).
 
         Args:
             labels: int32 ``[B]``.
-            dissimilarity: float ``[B, B]`` from the loss's distance (small = close).
+            dissimilarity: float ``[B, B]`` from the loss's distance (small = close);
+                ``[B, N]`` against a ``reference``.
             distance: the loss's `kerasml.losses.distances.Distance` (for the units of margins).
             embeddings: float32 ``[B, D]`` (for miners with their own geometry).
+            reference: a `kerasml.losses.reference.Reference` the columns refer to, or
+                ``None`` (the batch itself). Defaults to ``None``.
 
         Returns:
             `Pairs` or `Triplets`.
         """
-        positive, negative = label_masks(labels)
+        positive, negative = label_masks(labels) if reference is None else reference.masks(labels)
         return self._mine(positive, negative, ops.stop_gradient(dissimilarity), distance, ops.stop_gradient(embeddings))
 
     def __call__(self, labels, embeddings, distance="euclidean"):
@@ -142,7 +148,7 @@ class BatchHardMiner(Miner):
     name = "batch_hard"
 
     def _mine(self, positive, negative, d, distance, embeddings):
-        size = ops.shape(d)[0]
+        size = ops.shape(d)[1]
         usable = ops.logical_and(ops.any(positive, axis=1, keepdims=True), ops.any(negative, axis=1, keepdims=True))
         hardest_positive = _argmax(ops.where(positive, d, -FAR))
         hardest_negative = _argmin(ops.where(negative, d, FAR))
@@ -205,7 +211,7 @@ class BatchEasyHardMiner(Miner):
         return _argmin(ops.where(candidates, d, FAR)), ops.any(candidates, axis=1)
 
     def _mine(self, positive, negative, d, distance, embeddings):
-        size = ops.shape(d)[0]
+        size = ops.shape(d)[1]
 
         def at(index):
             return ops.squeeze(ops.take_along_axis(d, ops.expand_dims(index, 1), axis=1), 1)
@@ -332,6 +338,8 @@ class DistanceWeightedMiner(Miner):
     """
 
     name = "distance_weighted"
+    # Its weights come from the batch's own geometry ([B, B]), not from the loss's reference set.
+    supports_reference = False
 
     def __init__(self, cutoff=0.5, nonzero_loss_cutoff=1.4):
         self.cutoff = float(cutoff)
@@ -466,17 +474,20 @@ def get(identifier, argument="miner"):
     return _from_table("miners.Miner", MINERS, identifier, argument, Miner)
 
 
-def mine_pairs(miner, labels, dissimilarity, distance, embeddings):
-    """``(positive, negative)`` bool ``[B, B]`` masks: all label pairs without a miner, else the mined ones."""
+def mine_pairs(miner, labels, dissimilarity, distance, embeddings, reference=None):
+    """``(positive, negative)`` bool ``[B, B]`` masks: all label pairs without a miner, else the mined ones.
+
+    Against a ``reference`` (`kerasml.losses.reference.Reference`) the masks are ``[B, N]``.
+    """
     if miner is None:
-        return label_masks(labels)
-    mined = miner.mine(labels, dissimilarity, distance, embeddings).pairs(dissimilarity)
+        return label_masks(labels) if reference is None else reference.masks(labels)
+    mined = miner.mine(labels, dissimilarity, distance, embeddings, reference).pairs(dissimilarity)
     return ops.cast(mined.positive, "bool"), ops.cast(mined.negative, "bool")
 
 
-def mine_triplets(miner, labels, dissimilarity, distance, embeddings):
-    """`Triplets`: every valid triplet without a miner, else the mined ones."""
+def mine_triplets(miner, labels, dissimilarity, distance, embeddings, reference=None):
+    """`Triplets`: every valid triplet without a miner, else the mined ones (``[B, N]`` against a ``reference``)."""
     if miner is None:
-        positive, negative = label_masks(labels)
+        positive, negative = label_masks(labels) if reference is None else reference.masks(labels)
         return Pairs(positive, negative).triplets()
-    return miner.mine(labels, dissimilarity, distance, embeddings).triplets()
+    return miner.mine(labels, dissimilarity, distance, embeddings, reference).triplets()

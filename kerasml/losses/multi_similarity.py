@@ -5,12 +5,20 @@ from keras import ops
 
 from kerasml.losses import distances, miners
 from kerasml.losses._base import MetricLoss
+from kerasml.losses.pair_synthesis import PairSynthesis, row_matrix
 from kerasml.losses.pairwise import as_embeddings, as_labels, masked_logsumexp
+from kerasml.losses.reference import reference_embeddings
 
 
-def _multi_similarity(labels, embeddings, alpha, beta, base, miner, distance):
-    matrix = distance.pairwise(embeddings)
-    positive, negative = miners.mine_pairs(miner, labels, distance.dissimilarity(matrix), distance, embeddings)
+def _multi_similarity(labels, embeddings, alpha, beta, base, miner, distance, reference=None):
+    matrix = distance.pairwise(embeddings, reference_embeddings(reference))
+    return _multi_similarity_of(labels, matrix, alpha, beta, base, miner, distance, embeddings, reference)
+
+
+def _multi_similarity_of(labels, matrix, alpha, beta, base, miner, distance, embeddings, reference=None):
+    """The loss from a ``[B, B]`` matrix of ``distance`` (row ``i``: anchor ``i``'s pairs; ``[B, N]``: a reference)."""
+    d = distance.dissimilarity(matrix)
+    positive, negative = miners.mine_pairs(miner, labels, d, distance, embeddings, reference)
     # "S − λ" for a similarity; "λ − D" for a distance (closer is always larger).
     shifted = matrix - base if distance.is_similarity else base - matrix
     # log(1 + Σ exp(x)) = softplus(log Σ exp(x)); an empty set gives softplus(−1e30) = 0.
@@ -55,7 +63,7 @@ def multi_similarity_loss(
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
-class MultiSimilarityLoss(MetricLoss):
+class MultiSimilarityLoss(PairSynthesis, MetricLoss):
     """Multi-similarity loss: every pair weighted by its own and its neighbours' similarities.
 
     With ``S`` the cosine similarity of the embeddings (normalised inside the
@@ -75,6 +83,10 @@ class MultiSimilarityLoss(MetricLoss):
     several samples per class (`kerasml.data` ``m_per_class`` sampler). The mean
     runs over all ``B`` anchors; an anchor whose sets are empty adds 0 (a batch of
     one class, or of distinct classes, gives 0).
+
+    HDML (`kerasml.hdml.HDMLModel`) synthesises a negative for every negative
+    pair (docs/hdml.md, "HDML beyond tuples"); ``J_syn`` is this formula (miner
+    included) on ``S̃_ik = S(ã_i, ñ_ik)`` between each synthetic anchor and its row.
 
     Defaults: ``α = 2``, ``β = 50``, ``λ = 0.5`` as the paper's experiments and
     pytorch-metric-learning (PML). PML's ``MultiSimilarityLoss(alpha, beta,
@@ -110,6 +122,7 @@ class MultiSimilarityLoss(MetricLoss):
     """
 
     names = ("multi_similarity", "ms", "multisimilarity")
+    supports_reference = True
 
     def __init__(
         self,
@@ -131,6 +144,17 @@ class MultiSimilarityLoss(MetricLoss):
 
     def call(self, y_true, y_pred):
         return _multi_similarity(y_true, y_pred, self.alpha, self.beta, self.base, self.miner, self.distance)
+
+    def call_with_reference(self, y_true, y_pred, reference):
+        args = (self.alpha, self.beta, self.base, self.miner, self.distance)
+        return _multi_similarity(y_true, y_pred, *args, reference)
+
+    def synthetic_pair_loss(self, labels, anchors, tuples):
+        """This loss, miner included, on ``S̃_ik = S(ã_i, ñ_ik)`` (row ``i``: anchor ``i``'s pairs)."""
+        matrix = row_matrix(self.distance, anchors, tuples)
+        return _multi_similarity_of(
+            labels, matrix, self.alpha, self.beta, self.base, self.miner, self.distance, anchors
+        )
 
     def get_config(self):
         return {

@@ -98,3 +98,24 @@ class Registry:
             "dict with 'class_name' or 'type', or a keras.losses.Loss. "
             f"Received: identifier={identifier!r}"
         )
+
+
+_DEFAULT = []
+
+
+def set_default(registry):
+    """Make ``registry`` the one `get_loss` reads (``kerasml/losses/__init__.py`` sets `LOSSES`' registry)."""
+    _DEFAULT[:] = [registry]
+
+
+def get_loss(identifier):
+    """`Registry.get` of the default registry: for losses that wrap another (`CrossBatchMemory`).
+
+    Raises:
+        ValueError: for an unknown name (listing the known ones), or before a default registry is set.
+    """
+    if isinstance(identifier, keras.losses.Loss):
+        return identifier
+    if not _DEFAULT:
+        raise ValueError("No loss registry is set: import kerasml.losses first.")
+    return _DEFAULT[0].get(identifier)

@@ -6,18 +6,19 @@ from keras import ops
 from kerasml.losses import distances, miners
 from kerasml.losses._base import MetricLoss
 from kerasml.losses.pairwise import as_embeddings, as_labels, masked_logsumexp, masked_mean
+from kerasml.losses.reference import reference_embeddings
 
 _COSINE = distances.Cosine()
 
 
-def _logits(labels, embeddings, temperature, miner):
-    s = _COSINE.pairwise(embeddings)
-    positive, negative = miners.mine_pairs(miner, labels, -s, _COSINE, embeddings)
+def _logits(labels, embeddings, temperature, miner, reference=None):
+    s = _COSINE.pairwise(embeddings, reference_embeddings(reference))
+    positive, negative = miners.mine_pairs(miner, labels, -s, _COSINE, embeddings, reference)
     return s / temperature, positive, negative
 
 
-def _supcon(labels, embeddings, temperature, miner):
-    logits, positive, negative = _logits(labels, embeddings, temperature, miner)
+def _supcon(labels, embeddings, temperature, miner, reference=None):
+    logits, positive, negative = _logits(labels, embeddings, temperature, miner, reference)
     log_denominator = masked_logsumexp(logits, ops.logical_or(positive, negative), axis=1)  # [B]
     log_prob = ops.where(positive, logits - ops.expand_dims(log_denominator, 1), 0.0)
     positives = ops.sum(ops.cast(positive, "float32"), axis=1)
@@ -25,8 +26,8 @@ def _supcon(labels, embeddings, temperature, miner):
     return masked_mean(per_anchor, positives > 0)
 
 
-def _ntxent(labels, embeddings, temperature, miner):
-    logits, positive, negative = _logits(labels, embeddings, temperature, miner)
+def _ntxent(labels, embeddings, temperature, miner, reference=None):
+    logits, positive, negative = _logits(labels, embeddings, temperature, miner, reference)
     log_negatives = ops.expand_dims(masked_logsumexp(logits, negative, axis=1), 1)  # [B, 1]
     # −log(e^{s_ap} / (e^{s_ap} + Σ_n e^{s_an})) for every pair; kept on the positive pairs.
     per_pair = ops.logaddexp(logits, log_negatives) - logits
@@ -73,6 +74,7 @@ class _TemperatureLoss(MetricLoss):
     """Shared arguments and config of `SupConLoss` and `NTXentLoss`."""
 
     _function = None
+    supports_reference = True
 
     def __init__(self, temperature, miner, name, reduction, dtype):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -86,6 +88,9 @@ class _TemperatureLoss(MetricLoss):
 
     def call(self, y_true, y_pred):
         return type(self)._function(y_true, y_pred, self.temperature, self.miner)
+
+    def call_with_reference(self, y_true, y_pred, reference):
+        return type(self)._function(y_true, y_pred, self.temperature, self.miner, reference)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "miner": distances.serialize(self.miner)}

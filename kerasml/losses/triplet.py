@@ -9,6 +9,7 @@ from kerasml.losses._base import MetricLoss, check_convention
 from kerasml.losses.layouts import ANY, TRIPLET
 from kerasml.losses.mined import mean_triplet_hinge
 from kerasml.losses.pairwise import as_embeddings, as_labels, batch_size, masked_mean
+from kerasml.losses.reference import reference_embeddings
 
 MINING_MODES = ("structured", "all", "hard", "semihard")
 #: the `distance` names TripletLoss takes as strings (other distances: objects or dicts).
@@ -48,10 +49,10 @@ def _miner(mining, miner):
     return miner
 
 
-def _mined(labels, embeddings, margin, distance, miner):
+def _mined(labels, embeddings, margin, distance, miner, reference=None):
     """Mean hinge over the triplets ``miner`` selects (every valid one for ``None``), O(B²) memory."""
-    d = distance.dissimilarity(distance.pairwise(embeddings))
-    return mean_triplet_hinge(d, miners.mine_triplets(miner, labels, d, distance, embeddings), margin)
+    d = distance.dissimilarity(distance.pairwise(embeddings, reference_embeddings(reference)))
+    return mean_triplet_hinge(d, miners.mine_triplets(miner, labels, d, distance, embeddings, reference), margin)
 
 
 def _structured(labels, embeddings, margin, distance, reduction="mean"):
@@ -171,6 +172,7 @@ class TripletLoss(MetricLoss):
     """
 
     names = ("triplet", "Triplet")
+    supports_reference = True
     layout_summary = 'any labelled batch; [anchors; positives; negatives] with mining="structured"'
     hdml_summary = 'with mining="structured": one synthetic negative per triplet'
 
@@ -239,6 +241,9 @@ class TripletLoss(MetricLoss):
         if self.mining == "structured":
             return _structured(y_true, y_pred, self.margin, self.distance, self._structured_reduction)
         return _mined(y_true, y_pred, self.margin, self.distance, self._miner)
+
+    def call_with_reference(self, y_true, y_pred, reference):
+        return _mined(y_true, y_pred, self.margin, self.distance, self._miner, reference)
 
     def get_config(self):
         return {

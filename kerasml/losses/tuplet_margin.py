@@ -8,13 +8,14 @@ from keras import ops
 from kerasml.losses import distances, miners
 from kerasml.losses._base import MetricLoss
 from kerasml.losses.pairwise import as_embeddings, as_labels, masked_logsumexp, masked_mean, safe_sqrt
+from kerasml.losses.reference import reference_embeddings
 
 _COSINE = distances.Cosine()
 
 
-def _tuplet_margin(labels, embeddings, margin_radians, scale, miner):
-    s = _COSINE.pairwise(embeddings)
-    positive, negative = miners.mine_pairs(miner, labels, -s, _COSINE, embeddings)
+def _tuplet_margin(labels, embeddings, margin_radians, scale, miner, reference=None):
+    s = _COSINE.pairwise(embeddings, reference_embeddings(reference))
+    positive, negative = miners.mine_pairs(miner, labels, -s, _COSINE, embeddings, reference)
     # cos(θ_ap − β) = cos θ cos β + sin θ sin β with sin θ = sqrt(1 − cos² θ) ≥ 0 (θ ∈ [0, π]):
     # no arccos, whose derivative is infinite at cos θ = ±1.
     cos_shifted = s * math.cos(margin_radians) + safe_sqrt(ops.relu(1.0 - ops.square(s))) * math.sin(margin_radians)
@@ -94,6 +95,7 @@ class TupletMarginLoss(MetricLoss):
     """
 
     names = ("tuplet_margin", "tuplet")
+    supports_reference = True
 
     def __init__(
         self,
@@ -111,6 +113,9 @@ class TupletMarginLoss(MetricLoss):
 
     def call(self, y_true, y_pred):
         return _tuplet_margin(y_true, y_pred, math.radians(self.margin_degrees), self.scale, self.miner)
+
+    def call_with_reference(self, y_true, y_pred, reference):
+        return _tuplet_margin(y_true, y_pred, math.radians(self.margin_degrees), self.scale, self.miner, reference)
 
     def get_config(self):
         return {

@@ -72,9 +72,7 @@ class MetricModel(keras.Model):
         super().__init__(**kwargs)
         self.base_loss = kl.get(loss)
         self.input_normalization = (
-            None
-            if input_normalization is None
-            else InputNormalization(input_normalization, name="input_normalization")
+            None if input_normalization is None else InputNormalization(input_normalization, name="input_normalization")
         )
         self.backbone = backbone
         self.embedding_dim = int(embedding_dim)
@@ -157,7 +155,8 @@ class MetricModel(keras.Model):
         weights) adds the group ``"loss"`` at ``lr_multiplier × metric_rate``.
         """
         rates = {"metric": metric_rate}
-        if getattr(self, "loss_parameters", None) is not None:
+        # A loss's non-trainable state (cross-batch memory) needs no optimizer.
+        if getattr(self, "loss_parameters", None) is not None and self.loss_parameters.trainable_variables:
             rates["loss"] = metric_rate * self.loss_parameters.lr_multiplier
         return rates
 

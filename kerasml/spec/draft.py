@@ -80,8 +80,8 @@ def check_tables(draft):
             draft.problem(section, table, f"a table [{section}]", hint)
             table = {}
         if section == "loss":
-            draft.loss_params = {key: value for key, value in table.items() if key != "type"}
-            table = {key: value for key, value in table.items() if key == "type"}
+            draft.loss_params = {key: value for key, value in table.items() if key not in ("type", "memory")}
+            table = {key: value for key, value in table.items() if key in ("type", "memory")}
         values, problems = check_table(schema.SECTION_MODELS[section], table, section, _unknown_key(section))
         draft.values[section] = values
         for problem in problems:

@@ -19,7 +19,7 @@ import inspect
 import re
 from pathlib import Path
 
-from kerasml import evaluation, losses
+from kerasml import distribution, evaluation, losses
 from kerasml._validation import did_you_mean
 from kerasml.data import StoreError, open_store
 from kerasml.data.sources import SOURCES, SplitCounts, parse_store_path
@@ -152,7 +152,7 @@ def _backbone_options(draft):
             f"{prefix}.variant",
             variant,
             f"one of {quoted(backbones.GOOGLENET_VARIANTS)}",
-            '"caffe" is the HDML authors\' BVLC GoogLeNet, "bn" adds batch-norm.',
+            '"caffe": the HDML authors\' BVLC GoogLeNet; "bn" adds batch-norm; "torchvision": torchvision\'s.',
         )
     draft.set(prefix, {key: values[key] for key in given if key in values})
 
@@ -165,8 +165,8 @@ def _weights(draft):
             "model.weights",
             weights,
             f'"" or a weights file for {canonical} (no ImageNet weights can be downloaded for it)',
-            'For googlenet convert the BVLC Caffe weights to .mat/.npz (variant = "caffe", see '
-            "kerasml.models.backbones.load_caffe_weights), or pick a keras.applications backbone.",
+            f'For googlenet run `kerasml weights googlenet` (variant = "torchvision", weights = '
+            f'"{backbones.GOOGLENET_IMAGENET_WEIGHTS}"), or pick a keras.applications backbone.',
         )
 
 
@@ -221,7 +221,13 @@ def _loss(draft):
             f"Use it in your own Keras model; in a spec pick {', '.join(usable)}.",
         )
         return
-    draft.loss = loss
+    memory = draft.values["loss"].get("memory")  # cross-batch memory (XBM) around the loss
+    if memory is not None and loss.reference_problem() is not None:
+        usable = ", ".join(e.name for e in losses.catalog() if losses.get(e.name).reference_problem() is None)
+        hint = f"{loss.reference_problem()}. Use it with {usable}; or remove loss.memory."
+        draft.problem("loss.memory", memory.model_dump(), f"no memory for {cls.__name__} (XBM needs a pair loss)", hint)
+        return
+    draft.loss = loss if memory is None else losses.CrossBatchMemory(loss, memory.size, start_step=memory.start_step)
 
 
 def _hdml(draft):
@@ -229,6 +235,7 @@ def _hdml(draft):
         return
     reason = draft.loss.hdml_problem()
     if reason is None:
+        _hdml_convention(draft)
         return
     params = draft.values["loss"]["params"]
     # the problem is the loss's type, or the argument its reason names ("mining='all'")
@@ -242,6 +249,20 @@ def _hdml(draft):
         f"{reason}. HDML synthesises for {supported} (see `kerasml losses`); or set model.hdml = false.",
     )
     draft.bad.add("model.hdml")
+
+
+def _hdml_convention(draft):
+    """``hdml.convention`` must be one the loss has a synthetic form for (pair losses: ``"kerasml"`` only)."""
+    convention = draft.get("hdml.convention")
+    accepted = draft.loss.hdml_conventions
+    if convention in accepted:
+        return
+    draft.problem(
+        "hdml.convention",
+        convention,
+        f"one of {', '.join(repr(c) for c in accepted)} for loss.type = {draft.values['loss']['type']!r}",
+        f'{draft.loss.hdml_convention_note} Use hdml.convention = "kerasml".',
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,6 +334,28 @@ def _batch_layout(draft):
         draft.problem("train.batch_size", batch, *issue)
 
 
+def _process_id(draft):
+    processes, process_id = draft.get("distribution.num_processes", "distribution.process_id")
+    if processes and process_id >= processes:
+        draft.problem(
+            "distribution.process_id",
+            process_id,
+            f"an int in [0, {processes - 1}] (distribution.num_processes = {processes}), or -1 (the launcher's)",
+            "Give each process its own id from 0.",
+        )
+
+
+def _distribution(draft):
+    devices, processes, batch = draft.get("distribution.devices", "distribution.num_processes", "train.batch_size")
+    if devices == distribution.ALL or draft.loss is None:  # "all" is known on the machine: `kerasml run` checks it
+        return
+    name = _loss_name(draft)
+    accepts = lambda size: draft.loss.layout.batch_size_problem(size, name) is None  # noqa: E731
+    issue = distribution.batch_size_problem(batch, devices * max(processes, 1), accepts)
+    if issue is not None:
+        draft.problem("train.batch_size", batch, *issue)
+
+
 # ----------------------------------------------------------------------------------------------
 # The data's classes and images
 
@@ -326,7 +369,7 @@ def _weights_file(draft):
             "model.weights",
             weights,
             "an existing weights file",
-            f"{weights} does not exist (relative paths start from the working directory {Path.cwd()}).",
+            backbones.missing_weights_hint(weights, canonical, draft.values["model"].get("backbone_options")),
         )
     elif weights_kind(weights) == "caffe" and canonical != "googlenet":
         draft.problem("model.weights", weights, "a .keras/.weights.h5 file (Caffe .mat/.npz weights are for googlenet)")
@@ -437,6 +480,8 @@ _RULES = (
     _lr_decay_steps,
     _checkpoint_metric,
     _batch_layout,
+    _process_id,
+    _distribution,
     _weights_file,
     _store_counts,
     _builtin_counts,

@@ -41,6 +41,7 @@ __all__ = [
     "SECTION_MODELS",
     "STORE_IMAGE_SIZE",
     "DataSection",
+    "DistributionSection",
     "EvalSection",
     "ExperimentSection",
     "HDMLSection",
@@ -224,11 +225,19 @@ class HDMLSection(Section):
     )
 
 
+class MemorySection(Section):
+    """``loss.memory``: cross-batch memory around the loss (`kerasml.losses.CrossBatchMemory`)."""
+
+    size: int = Field(ge=1, description="embeddings the FIFO holds (memory_size)")
+    start_step: int = Field(0, ge=0, description="steps before the memory is read or written (warm-up)")
+
+
 class LossSection(Section):
     """``[loss]``: ``type`` names the loss, every other key is an argument of its constructor.
 
     In TOML the arguments sit next to ``type`` (``[loss] type = "triplet"  margin = 0.2``); in
-    Python they are ``params``.
+    Python they are ``params``. ``memory = {size = 4096}`` (or a ``[loss.memory]`` table) wraps
+    the loss in a cross-batch memory.
     """
 
     type: Annotated[
@@ -238,18 +247,25 @@ class LossSection(Section):
         Expect("a kerasml loss name (see `kerasml losses`)"),
     ] = "npair"
     params: dict[str, Any] = Field(default_factory=dict, description="the loss's arguments")
+    memory: Annotated[
+        MemorySection | None,
+        Field(description="cross-batch memory around a pair loss (XBM); absent: none"),
+        Expect("a table {size = <int >= 1>, start_step = <int >= 0>}, e.g. {size = 4096}"),
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_table(cls, data):
         if isinstance(data, Mapping) and "params" not in data:
-            data = {"type": data.get("type", "npair"), "params": {k: v for k, v in data.items() if k != "type"}}
+            params = {k: v for k, v in data.items() if k not in ("type", "memory")}
+            data = {"type": data.get("type", "npair"), "memory": data.get("memory"), "params": params}
         return data
 
     @model_serializer(mode="wrap")
     def _to_table(self, handler):
         table = handler(self)
-        return {"type": table["type"], **table["params"]}
+        memory = {} if table.get("memory") is None else {"memory": table["memory"]}
+        return {"type": table["type"], **table["params"], **memory}
 
 
 class TrainSection(Section):
@@ -312,6 +328,30 @@ class EvalSection(Section):
     batch_size: int = Field(64, ge=1, description="images per evaluation batch")
 
 
+class DistributionSection(Section):
+    """``[distribution]``: data-parallel training over devices and processes (`kerasml.distribution`).
+
+    ``train.batch_size`` stays the global batch: each of the ``devices x num_processes`` replicas
+    gets an equal shard, and the losses see the whole batch. The multi-host keys default to what
+    the launcher sets (torchrun's ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``, ``TF_CONFIG``, JAX's
+    cluster detection), else to one process.
+    """
+
+    devices: Annotated[
+        PositiveInt | Literal["all"],
+        Field(
+            description='devices per process: 1 (no distribution), N, or "all" (every GPU; 1 without one); on a '
+            "CPU, N splits it into N devices (PyTorch: N processes)"
+        ),
+        Expect('an int >= 1 or "all"'),
+    ] = 1
+    num_processes: int = Field(0, ge=0, description="processes (hosts) of a multi-host job; 0: the launcher's, else 1")
+    process_id: int = Field(-1, ge=-1, description="this process, 0..num_processes-1; -1: the launcher's, else 0")
+    coordinator: str = Field(
+        "", description='host:port of process 0 (e.g. "10.0.0.1:29500"); "": the launcher\'s, else a local port'
+    )
+
+
 class Spec(BaseModel):
     """A resolved experiment spec: every key present, every default filled (see `kerasml.spec.parse_spec`).
 
@@ -327,6 +367,7 @@ class Spec(BaseModel):
     loss: LossSection = Field(default_factory=LossSection)
     train: TrainSection
     eval: EvalSection = Field(default_factory=EvalSection)
+    distribution: DistributionSection = Field(default_factory=DistributionSection)
 
 
 #: The spec's tables, in file order.
@@ -334,7 +375,9 @@ SECTIONS = tuple(Spec.model_fields)
 #: Each table's model.
 SECTION_MODELS = {name: info.annotation for name, info in Spec.model_fields.items()}
 #: The keys each table accepts (``[loss]`` also takes its loss's arguments).
-KEYS = {name: ("type",) if name == "loss" else tuple(model.model_fields) for name, model in SECTION_MODELS.items()}
+KEYS = {
+    name: ("type", "memory") if name == "loss" else tuple(model.model_fields) for name, model in SECTION_MODELS.items()
+}
 #: Keys of older specs, and where they are now.
 MOVED = {
     **{

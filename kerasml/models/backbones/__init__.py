@@ -8,8 +8,10 @@ A backbone is a plain `keras.Model` built with the functional API from public
 name                F         notes
 ==================  ========  ==============================================
 ``"googlenet"``     1024      Inception-v1 (Szegedy et al. 2015), ~6 M
-                              parameters; ``variant="bn"`` (default) or the
-                              HDML authors' BVLC ``variant="caffe"``
+                              parameters; ``variant="bn"`` (default), the
+                              HDML authors' BVLC ``variant="caffe"``, or
+                              ``variant="torchvision"``, whose ImageNet
+                              weights ``kerasml weights googlenet`` converts
 ``"small_cnn"``     128       a few conv-BN-ReLU blocks, for tests and CPU
                               quickstarts; works from 8×8 greyscale up
 any                 varies    a `keras.applications` model (``"ResNet50"``,
@@ -21,7 +23,8 @@ Every backbone expects images preprocessed as `preprocessing` describes;
 the data pipeline starts from RGB images on the 0–255 scale and applies the
 same `kerasml.preprocessing.Normalization` (``Preprocessing`` is its name here).
 
-Modules: `googlenet` (GoogLeNet and its LRN), `small_cnn`, `weights` (local
+Modules: `googlenet` (GoogLeNet and its LRN), `torchvision_googlenet` (torchvision's
+GoogLeNet and the conversion of its ImageNet weights), `small_cnn`, `weights` (local
 weight files and the Caffe loader), `registry` (`get`, names, `preprocessing`).
 
 Example:
@@ -45,20 +48,41 @@ from kerasml.models.backbones.registry import (
     preprocessing,
 )
 from kerasml.models.backbones.small_cnn import small_cnn
-from kerasml.models.backbones.weights import BVLC_GOOGLENET_URL, load_caffe_weights
+from kerasml.models.backbones.torchvision_googlenet import (
+    GOOGLENET_IMAGENET_WEIGHTS,
+    TORCHVISION_GOOGLENET_LAST_WORKED,
+    TORCHVISION_GOOGLENET_SHA256_PREFIX,
+    TORCHVISION_GOOGLENET_URL,
+    convert_torchvision_googlenet,
+    load_torchvision_weights,
+    read_torch_state_dict,
+    torchvision_googlenet,
+    torchvision_module_names,
+)
+from kerasml.models.backbones.weights import BVLC_GOOGLENET_URL, load_caffe_weights, missing_weights_hint
 
 __all__ = [
     "BVLC_GOOGLENET_URL",
+    "GOOGLENET_IMAGENET_WEIGHTS",
     "GOOGLENET_VARIANTS",
+    "TORCHVISION_GOOGLENET_LAST_WORKED",
+    "TORCHVISION_GOOGLENET_SHA256_PREFIX",
+    "TORCHVISION_GOOGLENET_URL",
     "HostHeNormal",
     "LocalResponseNormalization",
     "Preprocessing",
     "available",
     "canonical_name",
+    "convert_torchvision_googlenet",
     "feature_dim",
     "get",
     "googlenet",
     "load_caffe_weights",
+    "load_torchvision_weights",
+    "missing_weights_hint",
     "preprocessing",
+    "read_torch_state_dict",
     "small_cnn",
+    "torchvision_googlenet",
+    "torchvision_module_names",
 ]

@@ -1,4 +1,9 @@
-"""What every kerasml backbone shares: host-side He initialisation and the input-shape check."""
+"""What kerasml's backbones share: host-side He initialisation, the input-shape check, Inception-v1 blocks.
+
+The Inception-v1 pieces (`INCEPTION_MODULES`, `conv_block`, `max_pool_ceil`) serve both GoogLeNet
+builders: the paper's / BVLC layout (`kerasml.models.backbones.googlenet`) and torchvision's
+(`kerasml.models.backbones.torchvision_googlenet`).
+"""
 
 import keras
 import numpy as np
@@ -71,3 +76,80 @@ class HostHeNormal(keras.initializers.Initializer):
 
     def get_config(self):
         return {"seed": self.seed}
+
+
+# Inception modules of GoogLeNet (Szegedy et al. 2015, table 1), the same in torchvision's:
+# name: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).
+INCEPTION_MODULES = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+
+
+def conv_block(x, filters, kernel_size, name, batch_norm=True, strides=1, momentum=0.99):
+    """Conv → (batch-norm) → ReLU, layers named ``name``, ``name_bn``, ``name_relu``.
+
+    Padding keeps the size at stride 1 ("same"); at stride ``s > 1`` the input is zero-padded
+    by ``kernel_size // 2`` on every side (as Caffe and PyTorch do; Keras' "same" would pad
+    asymmetrically) and convolved "valid". With batch-norm the convolution has no bias and
+    batch-norm uses ε = 1e-3 (as Keras and torchvision's Inception-v1 do).
+
+    Args:
+        x: the input tensor (channels last).
+        filters: output channels.
+        kernel_size: square kernel side.
+        name: the convolution's layer name.
+        batch_norm: add batch-norm (and drop the conv bias). Defaults to ``True``.
+        strides: the stride. Defaults to ``1``.
+        momentum: batch-norm's moving-average momentum (Keras' convention: PyTorch's 0.1 is
+            Keras' 0.9). Defaults to ``0.99``.
+
+    Returns:
+        The block's output tensor.
+    """
+    padding = "same"
+    if strides > 1:
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, data_format="channels_last", name=f"{name}_pad")(x)
+        padding = "valid"
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=not batch_norm,
+        kernel_initializer=HostHeNormal(),
+        data_format="channels_last",
+        name=name,
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(axis=-1, momentum=momentum, epsilon=1e-3, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def max_pool_ceil(x, name, pool_size=3, strides=2):
+    """Max-pooling with Caffe's and PyTorch's ``ceil_mode`` rounding up of the output size.
+
+    The ceil-mode output side is ``ceil((n − k) / s) + 1``. Padding the bottom and right by
+    ``s − 1`` and pooling "valid" gives ``floor((n + s − 1 − k) / s) + 1``, the same number,
+    and (k ≥ s) every window still starts inside the image. The padding is zeros, which
+    stand in for −∞ because every input here is a ReLU (or LRN of a ReLU) output, hence ≥ 0.
+
+    Args:
+        x: the input tensor (channels last), ≥ 0.
+        name: the pooling layer's name (the padding is ``name_pad``).
+        pool_size: the window side ``k`` (≥ ``strides``). Defaults to ``3``.
+        strides: the stride ``s``. Defaults to ``2``.
+
+    Returns:
+        The pooled tensor.
+    """
+    pad = strides - 1
+    x = keras.layers.ZeroPadding2D(((0, pad), (0, pad)), data_format="channels_last", name=f"{name}_pad")(x)
+    return keras.layers.MaxPooling2D(pool_size, strides, padding="valid", data_format="channels_last", name=name)(x)

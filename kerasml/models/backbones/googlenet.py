@@ -5,25 +5,13 @@ import numpy as np
 from keras import ops
 
 from kerasml._validation import check_choice
-from kerasml.models.backbones._common import HostHeNormal, check_input_shape
+from kerasml.models.backbones._common import INCEPTION_MODULES, check_input_shape, conv_block, max_pool_ceil
+from kerasml.models.backbones.torchvision_googlenet import torchvision_googlenet
 from kerasml.preprocessing import GOOGLENET_NORMALIZATIONS
 
 # Each variant has its input normalisation (kerasml.preprocessing.GOOGLENET_NORMALIZATIONS).
 GOOGLENET_VARIANTS = tuple(GOOGLENET_NORMALIZATIONS)
 
-# Inception modules of GoogLeNet (Szegedy et al. 2015, table 1):
-# name: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).
-_INCEPTION_MODULES = {
-    "3a": (64, 96, 128, 16, 32, 32),
-    "3b": (128, 128, 192, 32, 96, 64),
-    "4a": (192, 96, 208, 16, 48, 64),
-    "4b": (160, 112, 224, 24, 64, 64),
-    "4c": (128, 128, 256, 24, 64, 64),
-    "4d": (112, 144, 288, 32, 64, 64),
-    "4e": (256, 160, 320, 32, 128, 128),
-    "5a": (256, 160, 320, 32, 128, 128),
-    "5b": (384, 192, 384, 48, 128, 128),
-}
 # A max-pool (3×3, stride 2, Caffe ceil mode) follows these modules.
 _POOL_AFTER = {"3b": "pool3_3x3_s2", "4e": "pool4_3x3_s2"}
 # Smallest input side for which every pooling window fits.
@@ -97,40 +85,7 @@ class LocalResponseNormalization(keras.layers.Layer):
 
 def _conv(x, filters, kernel_size, name, variant, strides=1):
     """Conv → (BN) → ReLU, named after the Caffe layer (``/`` becomes ``_``)."""
-    padding = "same"
-    if strides > 1:
-        # Caffe/PyTorch pad symmetrically (k // 2 on each side); Keras "same" would pad
-        # asymmetrically for stride 2, so pad explicitly and convolve "valid".
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, data_format="channels_last", name=f"{name}_pad")(x)
-        padding = "valid"
-    use_bn = variant == "bn"
-    x = keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=not use_bn,
-        kernel_initializer=HostHeNormal(),
-        data_format="channels_last",
-        name=name,
-    )(x)
-    if use_bn:
-        x = keras.layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x)
-
-
-def _max_pool_ceil(x, name, pool_size=3, strides=2):
-    """Max-pooling with Caffe's rounding up of the output size, for any input size.
-
-    Caffe's output side is ``ceil((n − k) / s) + 1``. Padding the bottom and right by
-    ``s − 1`` and pooling "valid" gives ``floor((n + s − 1 − k) / s) + 1``, the same
-    number, and (k ≥ s) every window still starts inside the image. The padding is
-    zeros, which stand in for −∞ because every input here is a ReLU (or LRN of a
-    ReLU) output, hence ≥ 0.
-    """
-    pad = strides - 1
-    x = keras.layers.ZeroPadding2D(((0, pad), (0, pad)), data_format="channels_last", name=f"{name}_pad")(x)
-    return keras.layers.MaxPooling2D(pool_size, strides, padding="valid", data_format="channels_last", name=name)(x)
+    return conv_block(x, filters, kernel_size, name, batch_norm=variant == "bn", strides=strides)
 
 
 def _lrn(x, name):
@@ -138,7 +93,7 @@ def _lrn(x, name):
 
 
 def _inception(x, module, variant):
-    n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj = _INCEPTION_MODULES[module]
+    n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj = INCEPTION_MODULES[module]
     prefix = f"inception_{module}"
     branch_1x1 = _conv(x, n1x1, 1, f"{prefix}_1x1", variant)
     branch_3x3 = _conv(x, n3x3_reduce, 1, f"{prefix}_3x3_reduce", variant)
@@ -178,25 +133,33 @@ def googlenet(input_shape=(224, 224, 3), variant="bn", name="googlenet"):
     Variants:
         - ``"bn"`` (default): every convolution is followed by batch-norm
           (no conv bias; Keras defaults, momentum 0.99 and ε 1e-3) and ReLU; no
-          LRN. This is the batch-normalised Inception-v1 of torchvision and of
-          much of the metric-learning literature that trains GoogLeNet-sized
-          models (it is *not* Ioffe & Szegedy's "BN-Inception", which has
-          different modules and ~10 M parameters).
+          LRN: the paper's network with batch-norm, as much of the
+          metric-learning literature trains GoogLeNet-sized models (it is *not*
+          Ioffe & Szegedy's "BN-Inception", which has different modules and
+          ~10 M parameters, nor torchvision's network: see ``"torchvision"``).
         - ``"caffe"``: the BVLC release the HDML authors fine-tuned: conv +
           bias + ReLU, local response normalisation after ``pool1`` and after
           ``conv2/3x3`` (TensorFlow-style, radius 5, bias 1, α 1e-4, β 0.75, as
           in their code; see `LocalResponseNormalization`). Load the BVLC
           ImageNet weights with `load_caffe_weights`.
+        - ``"torchvision"``: torchvision's Inception-v1, the network its
+          ImageNet weights (``googlenet-1378be20.pth``) fit: batch-norm, a 3×3
+          kernel in the branch the paper calls 5×5, a 2×2 max-pool after
+          inception 4e, the ``transform_input`` rescaling as its first layer,
+          torchvision's layer names. Built by `torchvision_googlenet`, which
+          lists every difference; ``kerasml weights googlenet`` downloads and
+          converts the weights (`convert_torchvision_googlenet`).
 
-    Kernels are He-normal initialised (`HostHeNormal`), so both variants also
-    train from scratch.
-    Inputs: see `preprocessing` (``"bn"``: ImageNet mean/std on RGB in [0, 1];
-    ``"caffe"``: BGR minus (104, 117, 123) on the 0–255 scale).
+    Kernels are He-normal initialised (`HostHeNormal`), so every variant also
+    trains from scratch.
+    Inputs: see `preprocessing` (``"bn"`` and ``"torchvision"``: ImageNet
+    mean/std on RGB in [0, 1]; ``"caffe"``: BGR minus (104, 117, 123) on the
+    0–255 scale).
 
     Args:
         input_shape: ``(height, width, channels)``; sides may be ``None``
             (variable size), otherwise at least 32. Defaults to ``(224, 224, 3)``.
-        variant: ``"bn"`` or ``"caffe"``. Defaults to ``"bn"``.
+        variant: ``"bn"``, ``"caffe"`` or ``"torchvision"``. Defaults to ``"bn"``.
         name: model name. Defaults to ``"googlenet"``.
 
     Returns:
@@ -218,21 +181,23 @@ def googlenet(input_shape=(224, 224, 3), variant="bn", name="googlenet"):
     (None, 28, 28, 256)
     """
     check_choice("variant", variant, GOOGLENET_VARIANTS)
+    if variant == "torchvision":
+        return torchvision_googlenet(input_shape=input_shape, name=name)
     input_shape = check_input_shape(input_shape, _GOOGLENET_MIN_SIZE, "googlenet")
     images = keras.Input(shape=input_shape, name="images")
     x = _conv(images, 64, 7, "conv1_7x7_s2", variant, strides=2)
-    x = _max_pool_ceil(x, "pool1_3x3_s2")
+    x = max_pool_ceil(x, "pool1_3x3_s2")
     if variant == "caffe":
         x = _lrn(x, "pool1_norm1")
     x = _conv(x, 64, 1, "conv2_3x3_reduce", variant)
     x = _conv(x, 192, 3, "conv2_3x3", variant)
     if variant == "caffe":
         x = _lrn(x, "conv2_norm2")
-    x = _max_pool_ceil(x, "pool2_3x3_s2")
-    for module in _INCEPTION_MODULES:
+    x = max_pool_ceil(x, "pool2_3x3_s2")
+    for module in INCEPTION_MODULES:
         x = _inception(x, module, variant)
         if module in _POOL_AFTER:
-            x = _max_pool_ceil(x, _POOL_AFTER[module])
+            x = max_pool_ceil(x, _POOL_AFTER[module])
     features = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="pool5_7x7_s1")(x)
     return keras.Model(images, features, name=name)
 
@@ -240,7 +205,7 @@ def googlenet(input_shape=(224, 224, 3), variant="bn", name="googlenet"):
 def caffe_layer_names():
     """Caffe names of GoogLeNet's convolutions, in network order (``"conv1/7x7_s2"``, ...)."""
     names = ["conv1/7x7_s2", "conv2/3x3_reduce", "conv2/3x3"]
-    for module in _INCEPTION_MODULES:
+    for module in INCEPTION_MODULES:
         names += [
             f"inception_{module}/{branch}" for branch in ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
         ]

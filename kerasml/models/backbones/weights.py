@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from kerasml.models.backbones.googlenet import caffe_layer_names
+from kerasml.models.backbones.torchvision_googlenet import GOOGLENET_IMAGENET_WEIGHTS
 
 BVLC_GOOGLENET_URL = "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
 
@@ -71,8 +72,10 @@ def no_imagenet_message(canonical):
     """Why kerasml's own backbone ``canonical`` has no ``weights="imagenet"``, and what to do instead."""
     if canonical == "googlenet":
         return (
-            "Invalid value for argument `weights`: kerasml cannot download ImageNet weights for 'googlenet'. "
-            "Use weights=None to train from scratch, or pass a local file: a .weights.h5/.keras file saved from "
+            "Invalid value for argument `weights`: kerasml cannot download ImageNet weights for 'googlenet' while "
+            "building it. Run `kerasml weights googlenet` once (torchvision's ImageNet weights, converted to "
+            f"{GOOGLENET_IMAGENET_WEIGHTS}) and pass variant='torchvision', weights='{GOOGLENET_IMAGENET_WEIGHTS}'. "
+            "Or use weights=None to train from scratch, or pass a local file: a .weights.h5/.keras file saved from "
             "a kerasml googlenet, or, with variant='caffe', the BVLC ImageNet weights as a .mat/.npz file in Caffe "
             f"layout (convert {BVLC_GOOGLENET_URL}; see kerasml.models.backbones.load_caffe_weights). For "
             "downloadable ImageNet weights pick a keras.applications backbone, e.g. 'InceptionV3' or 'ResNet50'."
@@ -82,6 +85,37 @@ def no_imagenet_message(canonical):
         "meant to be trained from scratch. Use weights=None, a local .weights.h5/.keras file, or a "
         "keras.applications backbone (e.g. 'MobileNetV2') for ImageNet weights."
     )
+
+
+def missing_weights_hint(path, backbone, options=None):
+    """What to tell a user whose backbone weights file ``path`` does not exist.
+
+    Args:
+        path: the missing file (relative to the working directory or absolute).
+        backbone: the canonical backbone name (``"googlenet"``, ...).
+        options: the backbone's arguments (``{"variant": "torchvision"}``). Defaults to none.
+
+    Returns:
+        A sentence: where relative paths start and, for torchvision's GoogLeNet weights (``variant =
+        "torchvision"`` or the default file name), the exact ``kerasml weights googlenet`` command
+        that writes the file.
+
+    Example:
+
+    >>> "`kerasml weights googlenet`" in missing_weights_hint(GOOGLENET_IMAGENET_WEIGHTS, "googlenet")
+    True
+    """
+    path = Path(path)
+    hint = f"{path} does not exist (relative paths start from the working directory {Path.cwd()})."
+    variant = (options or {}).get("variant")
+    torchvision = variant == "torchvision" or path.name == Path(GOOGLENET_IMAGENET_WEIGHTS).name
+    if backbone == "googlenet" and torchvision and path.name.endswith(".weights.h5"):
+        to = "" if path == Path(GOOGLENET_IMAGENET_WEIGHTS) else f" --to {path.as_posix()}"
+        hint += (
+            f" Write it with `kerasml weights googlenet{to}` (downloads torchvision's ImageNet GoogLeNet, converts it)"
+        )
+        hint += "." if variant == "torchvision" else '; it is for the backbone option variant = "torchvision".'
+    return hint
 
 
 def load_caffe_weights(model, source):
@@ -160,4 +194,11 @@ def _read_caffe_file(path):
     )
 
 
-__all__ = ["BVLC_GOOGLENET_URL", "load_backbone_file", "load_caffe_weights", "no_imagenet_message", "weights_kind"]
+__all__ = [
+    "BVLC_GOOGLENET_URL",
+    "load_backbone_file",
+    "load_caffe_weights",
+    "missing_weights_hint",
+    "no_imagenet_message",
+    "weights_kind",
+]

@@ -29,19 +29,47 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from kerasml import _backend
-from kerasml import data as kdata
-from kerasml import losses as klosses
-from kerasml.hdml import HDMLModel
-from kerasml.models import MetricModel, backbones
+from kerasml import _backend, distribution
+from kerasml.experiment.build import (
+    build_loss,
+    build_model,
+    build_streams,
+    embed,
+    evaluate_model,
+    input_dtype,
+    normalization_for,
+    open_data,
+    train_classes,
+)
 from kerasml.spec import dump_spec, evaluation_steps
+
+__all__ = [
+    "CHECKPOINTS",
+    "ExperimentError",
+    "Run",
+    "RunInterrupted",
+    "build_loss",
+    "build_model",
+    "build_streams",
+    "embed",
+    "evaluate_model",
+    "input_dtype",
+    "new_run_dir",
+    "normalization_for",
+    "open_data",
+    "read_state",
+    "run",
+    "settle_checkpoints",
+    "train_classes",
+    "write_atomic",
+]
 
 CHECKPOINTS = "checkpoints"
 
@@ -117,141 +145,6 @@ def settle_checkpoints(run_dir):
             os.replace(pending, checkpoints / "best.keras")
         else:
             pending.unlink()
-
-
-# --------------------------------------------------------------------------- building
-def train_classes(store):
-    """The number of training classes (classes are indexed train first: 0..C-1)."""
-    return sum(1 for split in store.class_splits if split == "train")
-
-
-def build_loss(spec, store=None):
-    """The spec's loss: ``loss.type`` with its arguments ``loss.params``.
-
-    With a ``store``, a loss with trainable class parameters (proxies, class weights)
-    is sized to the store's training classes.
-    """
-    loss = klosses.get({"type": spec.loss.type, **spec.loss.params})
-    return loss if store is None else loss.configure(num_classes=train_classes(store))
-
-
-def open_data(spec, run_dir, console=None):
-    """The store of the spec: ``data.path``, or a built-in dataset ingested into the run folder."""
-    data = spec.data
-    if data.path:
-        return kdata.open_store(data.path)
-    out = Path(run_dir) / "data" / f"{data.builtin}.h5"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        kdata.ingest(
-            data.builtin,
-            out=out,
-            classes=data.classes or None,  # 0: the dataset fixes its classes
-            seed=spec.experiment.seed,
-            quiet=True,
-            console=console,
-        )
-    return kdata.open_store(out)
-
-
-def normalization_for(spec):
-    """The data normalisation: the backbone's own preprocessing when ``data.normalization = "auto"``."""
-    value = spec.data.normalization
-    return spec.model.backbone if value == "auto" else value
-
-
-def build_streams(spec, store, epoch_steps=None):
-    """``(train stream, evaluation stream)`` of the spec.
-
-    ``epoch_steps`` caps the train stream's plan at that many batches per epoch.
-    """
-    data, train = spec.data, spec.train
-    size = data.image_size
-    normalization = normalization_for(spec)
-    augment = kdata.Augment(size, normalization=normalization, crop=data.crop) if data.augment else False
-    train_stream = kdata.TrainStream(
-        store,
-        build_loss(spec).layout.sampler,
-        batch_size=train.batch_size,
-        image_size=size,
-        augment=augment,
-        normalization=normalization,
-        seed=spec.experiment.seed,
-        sampler_options={"batches_per_epoch": epoch_steps} if epoch_steps else None,
-        workers=max(1, data.workers),
-        use_multiprocessing=data.use_multiprocessing and data.workers > 0,
-    )
-    eval_stream = kdata.EvalStream(
-        store, spec.eval.split, batch_size=spec.eval.batch_size, image_size=size, normalization=normalization
-    )
-    return train_stream, eval_stream
-
-
-def build_model(spec, store):
-    """The `kerasml.hdml.HDMLModel` / `kerasml.models.MetricModel` of the spec, compiled.
-
-    Each parameter group (``model.group_learning_rates``) gets an Adam optimizer at its
-    learning rate, decayed by ``train.lr_decay_factor`` at each of ``train.lr_decay_steps``.
-    """
-    size = spec.data.image_size
-    with _backend.precision(spec.train.precision):
-        backbone = backbones.get(
-            spec.model.backbone,
-            input_shape=(size, size, 3),
-            weights=spec.model.weights or None,
-            **spec.model.backbone_options,
-        )
-        common = {
-            "embedding_dim": spec.model.embedding_dim,
-            "loss": build_loss(spec, store),
-            "weight_decay": spec.train.weight_decay,
-        }
-        if spec.model.hdml:
-            model = HDMLModel(backbone, num_classes=train_classes(store), **common, **spec.hdml.model_dump())
-        else:
-            model = MetricModel(backbone, **common)
-    rates = model.group_learning_rates(spec.train.learning_rate)
-    model.compile(
-        optimizer={
-            group: keras.optimizers.Adam(_schedule(rate, spec.train), epsilon=1e-8) for group, rate in rates.items()
-        },
-        jit_compile=_backend.jit_compile(spec.train.compile),
-    )
-    return model
-
-
-def _schedule(rate, train):
-    if not train.lr_decay_steps:
-        return rate
-    values = [rate * train.lr_decay_factor**i for i in range(len(train.lr_decay_steps) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(list(train.lr_decay_steps), values)
-
-
-# --------------------------------------------------------------------------- evaluation
-def embed(model, stream):
-    """Embeddings ``[N, D]`` (float32) and labels of an evaluation stream, in order.
-
-    Each batch goes through the backend's compiled inference function (`kerasml._backend.predict_batches`:
-    ``tf.function``, ``jax.jit``, ``torch.no_grad``).
-    """
-    labels = []
-
-    def images():
-        for index in range(len(stream)):
-            x, y = stream[index]
-            labels.append(y)
-            yield x
-
-    chunks = list(_backend.predict_batches(model, images()))
-    return np.concatenate(chunks), np.concatenate(labels)
-
-
-def evaluate_model(model, stream, spec):
-    """The spec's metrics on the evaluation stream (``recall@K``, ``nmi``, ``f1``...)."""
-    from kerasml.evaluation import evaluate
-
-    embeddings, labels = embed(model, stream)
-    return evaluate(embeddings, labels, ks=spec.eval.ks, metrics=spec.eval.metrics, seed=spec.experiment.seed)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -450,14 +343,19 @@ def _save_model(model, path):
 
 
 # --------------------------------------------------------------------------- entry point
-def run(spec, run_dir=None, console=None):
+def run(spec, run_dir=None, console=None, session=None):
     """Train, evaluate and report one experiment; returns the run folder.
+
+    ``[distribution]`` (`kerasml.distribution.replicate`): ``train.batch_size`` is the global batch
+    of all replicas; only process 0 writes the run folder and prints (the others write to a
+    temporary folder); PyTorch runs one process per device, each feeding its shard.
 
     Args:
         spec: a resolved spec (`kerasml.spec.load_spec`).
         run_dir: an existing run folder to resume (its ``spec.toml`` must be
             ``spec``), or ``None`` for a new one.
         console: a `rich.console.Console`. Defaults to a new one.
+        session: this process's started `kerasml.distribution.Session`; defaults to starting the spec's.
 
     Raises:
         ExperimentError: for a run that stopped on a non-finite loss (the last
@@ -466,19 +364,37 @@ def run(spec, run_dir=None, console=None):
             saved the step it reached, its report and plots, and printed the command
             that continues it (``kerasml run --resume RUN_DIR``, exact even mid-epoch).
     """
+    if session is None:
+        try:
+            topology = distribution.topology(**spec.distribution.model_dump())
+            if distribution.spawns(topology) and topology.is_chief:  # this host's processes share one folder
+                run_dir = Path(run_dir) if run_dir else new_run_dir(spec)
+                write_atomic(run_dir / "spec.toml", dump_spec(spec))
+                open_data(spec, run_dir, console)
+            return distribution.replicate(run, (spec, run_dir), topology, spec.train.batch_size) or run_dir
+        except distribution.DistributionError as error:
+            raise ExperimentError(str(error)) from None
+    with contextlib.ExitStack() as stack:
+        scratch = None if session.is_chief else tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
+        return _train(spec, run_dir, console, session, scratch and Path(stack.enter_context(scratch)))
+
+
+def _train(spec, run_dir, console, session, scratch):
     from rich.console import Console
 
     from kerasml.reporting import RichReporter, TensorBoardLogger, summary_table
 
-    console = console or Console()
+    console = console or Console(quiet=scratch is not None, soft_wrap=True)
     resuming = run_dir is not None
     if resuming:
         run_dir = Path(run_dir)
     else:
-        run_dir = new_run_dir(spec)
+        run_dir = scratch or new_run_dir(spec)
         write_atomic(run_dir / "spec.toml", dump_spec(spec))
     keras.utils.set_random_seed(spec.experiment.seed)
     console.print(f"run folder: {run_dir}", highlight=False)
+    if session.replicas > 1:
+        console.print(f"distribution: {session.describe()}", highlight=False)
 
     store = open_data(spec, run_dir, console)
     max_steps = spec.train.max_steps
@@ -486,7 +402,8 @@ def run(spec, run_dir=None, console=None):
     # One Keras epoch is one whole pass over the stream (Keras then restarts its iterator, so
     # epoch e reads batches 0..L-1 of plan e, whether or not the run was resumed).
     epoch_steps = min(len(train_stream), max_steps, spec.train.checkpoint_every)
-    if epoch_steps < len(train_stream):
+    capped = epoch_steps < len(train_stream)
+    if capped:
         train_stream, eval_stream = build_streams(spec, store, epoch_steps)
     last = run_dir / CHECKPOINTS / "last.keras"
     if resuming and last.exists():
@@ -499,11 +416,15 @@ def run(spec, run_dir=None, console=None):
     else:
         model = build_model(spec, store)
         step = 0
-    the_run = Run(spec, run_dir, console, start_step=step, epoch_steps=epoch_steps)
+    if input_dtype(model) != train_stream.dtype:  # a checkpoint that takes normalised float32 images
+        train_stream, eval_stream = build_streams(spec, store, epoch_steps if capped else None, input_dtype(model))
+    if keras.backend.backend() == "torch" and session.replicas > 1:  # each process feeds its shard
+        train_stream = distribution.ShardedBatches(train_stream, session.replicas, session.topology.process_id)
+    the_run = Run(spec, scratch or run_dir, console, start_step=step, epoch_steps=epoch_steps)
     the_run.model = model
     the_run.eval_stream = eval_stream
     the_run.tensorboard = TensorBoardLogger(
-        run_dir / "tensorboard", start_step=step, update_freq=spec.train.log_every, last_step=max_steps
+        the_run.dir / "tensorboard", start_step=step, update_freq=spec.train.log_every, last_step=max_steps
     )
     epochs = math.ceil(max_steps / epoch_steps)
     trainer = _Trainer(the_run, step)
@@ -538,7 +459,8 @@ def run(spec, run_dir=None, console=None):
         if final is None or trainer.last_eval_step != trainer.step:
             final = evaluate_model(model, eval_stream, spec) if not trainer.failed else (final or {})
     the_run.tensorboard.close()
-    _write_outputs(the_run, model, store, eval_stream, final, status, grid=not interrupted)
+    if scratch is None:  # process 0 only
+        _write_outputs(the_run, model, store, eval_stream, final, status, grid=not interrupted)
     rows = {"last": final} if final else {}
     if the_run.best_metrics:
         rows[f"best (step {the_run.best_step})"] = the_run.best_metrics

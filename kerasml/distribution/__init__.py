@@ -39,6 +39,9 @@ batch ``[anchors; positives; negatives]``) whatever ``R`` is.
 The gathers are collectives: every replica must call the loss together (as
 ``fit`` and ``evaluate`` do). To compute a loss on one replica's own rows only,
 call it inside `global_batch_scope`.
+
+Starting a distribution (devices, processes, launchers' environments) is
+`kerasml.distribution.launch`; its names are exported here too.
 """
 
 import contextlib
@@ -48,6 +51,44 @@ import keras
 from keras import ops
 
 from kerasml import _backend
+from kerasml.distribution.launch import (
+    ALL,
+    DistributionError,
+    Session,
+    Topology,
+    batch_size_problem,
+    launcher_environment,
+    replicate,
+    spawn,
+    spawns,
+    start,
+    topology,
+)
+
+__all__ = [
+    "ALL",
+    "DistributionError",
+    "Session",
+    "ShardedBatches",
+    "Topology",
+    "batch_moments",
+    "batch_size_problem",
+    "gather_arrays",
+    "gather_batch",
+    "global_batch_scope",
+    "launcher_environment",
+    "process_shard",
+    "replica_count",
+    "replicate",
+    "scale_loss",
+    "shard",
+    "shard_bounds",
+    "spawn",
+    "spawns",
+    "start",
+    "synchronize",
+    "topology",
+]
 
 _STATE = threading.local()
 
@@ -107,6 +148,29 @@ def gather_batch(*tensors):
     return tuple(gathered)
 
 
+def process_shard():
+    """``(processes, this process's index)`` of a PyTorch process group, whose processes each hold a shard.
+
+    ``(1, 0)`` elsewhere: ``tf.distribute`` and ``keras.distribution`` drive every replica from one process.
+    """
+    return _backend.process_shard()
+
+
+def gather_arrays(*arrays):
+    """Every process's rows of each NumPy array, concatenated in process order (`process_shard`).
+
+    The arrays share their number of rows on each process (it may differ between processes). Every
+    process must call it together. On one process the arrays come back as they are.
+
+    Returns:
+        A tuple of NumPy arrays.
+    """
+    if process_shard()[0] == 1:
+        return tuple(arrays)
+    gathered, _ = _backend.all_gather_rows([ops.convert_to_tensor(array) for array in arrays])
+    return tuple(ops.convert_to_numpy(array) for array in gathered)
+
+
 def scale_loss(loss):
     """This replica's share of a global-batch loss: ``loss / R`` where replicas' gradients are summed.
 
@@ -138,19 +202,50 @@ def batch_moments(x):
 
 
 def synchronize(model):
-    """Make ``model`` train in step with the other processes (PyTorch; no-op elsewhere).
+    """Make ``model`` train in step with the other replicas.
 
-    With a ``torch.distributed`` process group of more than one process: copy
-    every variable of ``model`` from process 0 and average the gradients of its
-    trainable variables across processes during backpropagation (what
-    ``DistributedDataParallel`` does, with the same collectives), so Keras'
-    ``fit`` can train any model. `MetricModel` calls it itself when training
-    starts. Idempotent; call it after the model is built and before ``fit``.
+    Every ``keras.layers.BatchNormalization`` of ``model`` then normalises with the
+    statistics of the global batch (`batch_moments`) whenever `replica_count` is
+    above 1 (``tf.distribute`` replicas, PyTorch processes; under JAX's SPMD program
+    it already sees the global batch). With a ``torch.distributed`` process group
+    of more than one process it also copies every variable of ``model`` from
+    process 0 and averages the gradients of its trainable variables across
+    processes during backpropagation (what ``DistributedDataParallel`` does, with
+    the same collectives), so Keras' ``fit`` can train any model. `MetricModel`
+    calls it itself when training starts. Idempotent; call it after the model is
+    built and before ``fit``.
 
     Args:
         model: a built `keras.Model`.
     """
+    for layer in _sublayers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and not hasattr(layer, "_kerasml_local_moments"):
+            # Keras' hook for a batch-norm's statistics (public only as TensorFlow's `synchronized`).
+            layer._kerasml_local_moments = layer._moments
+            layer._moments = _GlobalMoments(layer)
     _backend.synchronize(model.variables)
+
+
+def _sublayers(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _sublayers(layer)
+
+
+class _GlobalMoments:
+    """A batch-norm layer's statistics over the global batch across replicas (its own ones on one)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, inputs, mask):
+        layer = self.layer
+        if mask is not None or replica_count() == 1:
+            return layer._kerasml_local_moments(inputs, mask)
+        axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+        channels = ops.shape(inputs)[axis]
+        rows = ops.reshape(ops.moveaxis(inputs, axis, -1), (-1, channels))
+        return batch_moments(rows)
 
 
 def shard_bounds(batch_size, replicas, replica):
@@ -195,3 +290,41 @@ def shard(array, batch_size, replicas, replica):
     start, stop = shard_bounds(batch_size, replicas, replica)
     batches = array.reshape((len(array) // batch_size, batch_size, *array.shape[1:]))
     return batches[:, start:stop].reshape((-1, *array.shape[1:]))
+
+
+class ShardedBatches(keras.utils.PyDataset):
+    """Replica ``replica``'s rows of every batch of ``dataset`` (global batches): one process's input.
+
+    For a PyTorch process group, where each process feeds ``fit`` its own shard (`shard_bounds`);
+    ``tf.distribute`` and ``keras.distribution`` split the global batches themselves. Reading the
+    whole batch and keeping the shard keeps every random choice of the batch (augmentation) the
+    same as on one device. ``set_epoch`` and ``on_epoch_end`` go to ``dataset``.
+
+    Args:
+        dataset: a `keras.utils.PyDataset` whose items are ``(x, y)`` global batches.
+        replicas: number of replicas ``R``.
+        replica: index ``0..R-1``.
+    """
+
+    def __init__(self, dataset, replicas, replica):
+        super().__init__()
+        shard_bounds(1, replicas, replica)  # checks the index
+        self.dataset = dataset
+        self.replicas = int(replicas)
+        self.replica = int(replica)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        x, y = self.dataset[index]
+        start, stop = shard_bounds(len(y), self.replicas, self.replica)
+        return x[start:stop], y[start:stop]
+
+    def set_epoch(self, epoch):
+        """Forwarded to ``dataset``."""
+        self.dataset.set_epoch(epoch)
+
+    def on_epoch_end(self):
+        """Forwarded to ``dataset``."""
+        self.dataset.on_epoch_end()
