@@ -19,7 +19,7 @@ Eq. (2), the adaptive metric objective, with ``w = exp(−β / J̄_gen)``::
 from keras import ops
 
 from kerasml import losses
-from kerasml.losses.pairwise import safe_sqrt
+from kerasml.losses.pairwise import label_masks, safe_sqrt
 
 # Denominators of exp(−c / J) are floored here: J = 0 gives exp(−c / 1e-12) = 0, not NaN.
 _TINY = 1e-12
@@ -123,13 +123,10 @@ def pull_pair_negatives(embeddings, labels, j_avg, alpha):
     anchor = ops.expand_dims(z, 1)  # [B, 1, D]
     others = ops.expand_dims(z, 0)  # [1, B, D]
     d = _norm(others - anchor)  # [B, B, 1]: ‖z_j − z_i‖
-    same = ops.expand_dims(ops.expand_dims(labels, 1) == ops.expand_dims(labels, 0), -1)  # [B, B, 1]
-    index = ops.arange(ops.shape(labels)[0])
-    itself = ops.expand_dims(ops.expand_dims(index, 1) == ops.expand_dims(index, 0), -1)
-    positive = ops.logical_and(same, ops.logical_not(itself))
+    positive, negative = (ops.expand_dims(mask, -1) for mask in label_masks(labels))  # [B, B, 1]
     # d⁺_i: the farthest positive (distances are >= 0, so -1 marks "none").
     d_pos = ops.max(ops.where(positive, d, -1.0), axis=1, keepdims=True)  # [B, 1, 1]
-    allowed = ops.logical_and(ops.logical_not(same), d_pos >= 0.0)
+    allowed = ops.logical_and(negative, d_pos >= 0.0)
     return _pull_toward(anchor, d_pos, others, d, hardness_factor(alpha, j_avg), allowed)
 
 
