@@ -5,6 +5,7 @@ closest accepted value when there is one.
 """
 
 import difflib
+import numbers
 
 
 def did_you_mean(word, candidates, cutoff=0.6, *, key=None):
@@ -69,3 +70,44 @@ def check_choice(argument, value, choices):
             f"Invalid value for argument `{argument}`. Expected one of {tuple(choices)}. "
             f"Received: {argument}={value!r}.{hint}"
         )
+
+
+def check_int(argument, value, owner=None, minimum=1, allow_none=False):
+    """Return ``value`` as an int, or raise a ValueError in Keras' form unless it is an int >= ``minimum``.
+
+    ``bool`` and non-integral numbers (``2.5``, ``"3"``) are refused rather than truncated.
+
+    Args:
+        argument: the argument's name, as the caller wrote it (e.g. ``"memory_size"``).
+        value: the value received.
+        owner: the class or function the argument belongs to, named in the message.
+            Defaults to ``None`` (not named).
+        minimum: the smallest accepted value. Defaults to ``1``.
+        allow_none: accept ``None`` (and return it). Defaults to ``False``.
+
+    Returns:
+        ``int(value)``, or ``None`` when ``value`` is ``None`` and ``allow_none``.
+
+    Raises:
+        ValueError: ``Invalid value for argument `bins` of FastAPLoss. Expected an int >= 1.
+            Received: bins=0``
+
+    Example:
+
+    >>> check_int("size", 4, "MemoryBank")
+    4
+    >>> check_int("size", 2.5, "MemoryBank")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid value for argument `size` of MemoryBank. Expected an int >= 1. Received: size=2.5
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        of = f" of {owner}" if owner else ""
+        alternative = " or None" if allow_none else ""
+        raise ValueError(
+            f"Invalid value for argument `{argument}`{of}. Expected an int >= {minimum}{alternative}. "
+            f"Received: {argument}={value!r}"
+        )
+    return int(value)

@@ -269,8 +269,15 @@ def test_sizes_missing_or_contradicting_raise():
     assert tuple(loss.proxies.shape) == (C, D)
     with pytest.raises(ValueError, match=r"built with embedding_dim=4\. Received: embedding_dim=5"):
         loss.configure(embedding_dim=5)
-    with pytest.raises(ValueError, match=r"Invalid value for argument `num_classes` of CosFaceLoss\. Expected a po"):
+    with pytest.raises(
+        ValueError, match=r"`num_classes` of CosFaceLoss\. Expected an int >= 1 or None\. Received: num_clas"
+    ):
         L.CosFaceLoss(num_classes=0)
+    for bad in (2.5, True, "3"):  # refused, never truncated to an int
+        with pytest.raises(ValueError, match=r"`centers_per_class` of SoftTripleLoss\. Expected an int >= 1\."):
+            L.SoftTripleLoss(num_classes=C, centers_per_class=bad)
+        with pytest.raises(ValueError, match=r"`sub_centers` of SubCenterArcFaceLoss\. Expected an int >= 1\."):
+            L.SubCenterArcFaceLoss(num_classes=C, sub_centers=bad)
     with pytest.raises(ValueError, match=r"Invalid value for argument `lr_multiplier`"):
         L.ProxyNCALoss(lr_multiplier=0)
     assert L.MarginLoss().configure(num_classes=C, embedding_dim=D).beta.shape == ()  # one β stays one β

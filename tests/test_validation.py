@@ -49,6 +49,20 @@ def test_check_choice_message():
         V.check_choice("x", [1], {"a", "b"})
 
 
+def test_check_int():
+    assert V.check_int("size", 4) == 4 and type(V.check_int("size", np.int64(4))) is int
+    assert V.check_int("start_step", 0, minimum=0) == 0
+    assert V.check_int("num_classes", None, allow_none=True) is None
+    with pytest.raises(ValueError) as info:
+        V.check_int("bins", 0, "FastAPLoss")
+    assert str(info.value) == "Invalid value for argument `bins` of FastAPLoss. Expected an int >= 1. Received: bins=0"
+    with pytest.raises(ValueError, match=r"^Invalid value for argument `n`\. Expected an int >= 2 or None\. Rec"):
+        V.check_int("n", 1, minimum=2, allow_none=True)
+    for bad in (2.5, 3.0, True, "3", None, np.float32(2)):  # never truncated or parsed
+        with pytest.raises(ValueError, match=r"Expected an int >= 1\."):
+            V.check_int("size", bad)
+
+
 def test_the_library_raises_the_shared_message():
     with pytest.raises(ValueError, match=r"argument `variant`.*Received: variant='cafe'\. Did you mean 'caffe'\?"):
         backbones.googlenet(variant="cafe")

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kerasml._validation import check_int
 from kerasml.losses._base import MetricLoss
 from kerasml.losses.pairwise import as_embeddings, as_labels, l2_normalize, label_masks, masked_mean
 
@@ -67,11 +68,7 @@ def fast_ap_loss(labels, embeddings, bins=10):
 
 
 def _check_bins(bins):
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(
-            f"Invalid value for argument `bins` of FastAPLoss. Expected an int >= 1. Received: bins={bins!r}"
-        )
-    return bins
+    return check_int("bins", bins, "FastAPLoss")
 
 
 @keras.saving.register_keras_serializable(package="kerasml")

@@ -12,6 +12,7 @@ import math
 import keras
 from keras import ops
 
+from kerasml._validation import check_int
 from kerasml.losses.pairwise import as_embeddings, as_labels
 from kerasml.losses.parametric import ProxyLoss, class_mask, proxy_cosine, softmax_cross_entropy
 
@@ -187,12 +188,7 @@ class SubCenterArcFaceLoss(_AngularMarginLoss):
         reduction="sum_over_batch_size",
         dtype=None,
     ):
-        if isinstance(sub_centers, bool) or int(sub_centers) < 1:
-            raise ValueError(
-                "Invalid value for argument `sub_centers` of SubCenterArcFaceLoss. Expected a positive int. "
-                f"Received: sub_centers={sub_centers!r}"
-            )
-        self.sub_centers = int(sub_centers)
+        self.sub_centers = check_int("sub_centers", sub_centers, "SubCenterArcFaceLoss")
         super().__init__(num_classes, embedding_dim, margin, scale, lr_multiplier, initializer, name, reduction, dtype)
 
     @property

@@ -30,20 +30,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasml._validation import check_int
 from kerasml.losses._base import MetricLoss
 from kerasml.losses.layouts import ANY
 from kerasml.losses.pairwise import as_embeddings, l2_normalize, masked_mean
-
-
-def _size(argument, value, owner):
-    if value is None:
-        return None
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise ValueError(
-            f"Invalid value for argument `{argument}` of {owner}. Expected a positive int. "
-            f"Received: {argument}={value!r}"
-        )
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
@@ -135,8 +125,8 @@ class ParametricLoss(MetricLoss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         owner = type(self).__name__
-        self.num_classes = _size("num_classes", num_classes, owner)
-        self.embedding_dim = _size("embedding_dim", embedding_dim, owner)
+        self.num_classes = check_int("num_classes", num_classes, owner, allow_none=True)
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, owner, allow_none=True)
         if isinstance(lr_multiplier, bool) or not float(lr_multiplier) > 0:
             raise ValueError(
                 f"Invalid value for argument `lr_multiplier` of {owner}. Expected a positive float. "
@@ -171,7 +161,7 @@ class ParametricLoss(MetricLoss):
         """
         owner = type(self).__name__
         for argument, value in (("num_classes", num_classes), ("embedding_dim", embedding_dim)):
-            value = _size(argument, value, f"{owner}.configure")
+            value = check_int(argument, value, f"{owner}.configure", allow_none=True)
             if value is None or argument not in self.sizes:
                 continue
             current = getattr(self, argument)

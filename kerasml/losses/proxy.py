@@ -9,6 +9,7 @@ L2-normalised inside the loss; ``s(x, p)`` is their cosine similarity.
 import keras
 from keras import ops
 
+from kerasml._validation import check_int
 from kerasml.losses.pairwise import (
     as_embeddings,
     as_labels,
@@ -443,11 +444,7 @@ class SoftTripleLoss(ProxyLoss):
         reduction="sum_over_batch_size",
         dtype=None,
     ):
-        if isinstance(centers_per_class, bool) or int(centers_per_class) < 1:
-            raise ValueError(
-                "Invalid value for argument `centers_per_class` of SoftTripleLoss. Expected a positive int. "
-                f"Received: centers_per_class={centers_per_class!r}"
-            )
+        centers_per_class = check_int("centers_per_class", centers_per_class, "SoftTripleLoss")
         if not float(gamma) > 0:
             raise ValueError(
                 "Invalid value for argument `gamma` of SoftTripleLoss. Expected a positive float. "

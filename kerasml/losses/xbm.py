@@ -26,18 +26,10 @@ import numpy as np
 from keras import ops
 
 from kerasml._backend import memory_is_tracked
+from kerasml._validation import check_int
 from kerasml.losses._base import MetricLoss
 from kerasml.losses.reference import Reference
 from kerasml.losses.registry import get_loss
-
-
-def _count(argument, value, owner, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(
-            f"Invalid value for argument `{argument}` of {owner}. Expected an int >= {minimum}. "
-            f"Received: {argument}={value!r}"
-        )
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="kerasml")
@@ -59,8 +51,8 @@ class MemoryBank(keras.layers.Layer):
         kwargs["dtype"] = "float32"
         kwargs["trainable"] = False
         super().__init__(**kwargs)
-        self.size = _count("size", size, "MemoryBank", 1)
-        self.embedding_dim = _count("embedding_dim", embedding_dim, "MemoryBank", 1)
+        self.size = check_int("size", size, "MemoryBank")
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, "MemoryBank")
         state = {"trainable": False, "initializer": "zeros"}
         self.embeddings = self.add_weight(shape=(self.size, self.embedding_dim), name="embeddings", **state)
         self.labels = self.add_weight(shape=(self.size,), dtype="int32", name="labels", **state)
@@ -218,11 +210,9 @@ class CrossBatchMemory(MetricLoss):
                 f"with a miner...). Received: loss={type(self.loss).__name__}: {problem}. Pick one of those losses "
                 "(for TripletLoss, mining='all', 'hard', 'semihard' or a miner)."
             )
-        self.memory_size = _count("memory_size", memory_size, "CrossBatchMemory", 1)
-        self.embedding_dim = (
-            None if embedding_dim is None else _count("embedding_dim", embedding_dim, "CrossBatchMemory", 1)
-        )
-        self.start_step = _count("start_step", start_step, "CrossBatchMemory", 0)
+        self.memory_size = check_int("memory_size", memory_size, "CrossBatchMemory")
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, "CrossBatchMemory", allow_none=True)
+        self.start_step = check_int("start_step", start_step, "CrossBatchMemory", minimum=0)
         self._memory = None
         self._create_memory()
 
@@ -238,7 +228,7 @@ class CrossBatchMemory(MetricLoss):
         """
         self.loss.configure(num_classes=num_classes, embedding_dim=embedding_dim)
         if embedding_dim is not None:
-            embedding_dim = _count("embedding_dim", embedding_dim, "CrossBatchMemory.configure", 1)
+            embedding_dim = check_int("embedding_dim", embedding_dim, "CrossBatchMemory.configure")
             if self.embedding_dim is None:
                 self.embedding_dim = embedding_dim
             elif self.embedding_dim != embedding_dim:
