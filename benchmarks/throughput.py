@@ -11,7 +11,7 @@ Per configuration (``--configs``):
 each implementation (``--impls``) runs in its OWN long-lived worker process (one thread, pinned to one
 CPU, ``nice``-d), all alive at once:
 
-- ``tensorflow``, ``torch``, ``jax``: kerasml on that Keras backend (``torch-plain``: PyTorch with
+- ``tensorflow``, ``torch``, ``jax``: kerasml on that Keras backend (``torch-plain``, ``jax-plain``: with
   kerasml's fast paths turned off, ``KERASML_FAST_PATHS=0``, i.e. Keras' own layer kernels;
   ``tensorflow-xla``, ``jax-off``, ``torch-compile``: ``train.compile = "xla"``, ``"off"``,
   ``"torch.compile"``, the others ``"auto"``):
@@ -78,7 +78,17 @@ from pathlib import Path
 import _harness as harness
 from _harness import BACKEND_SHORT
 
-IMPLS = ("tensorflow", "torch", "torch-plain", "jax", "native", "tensorflow-xla", "jax-off", "torch-compile")
+IMPLS = (
+    "tensorflow",
+    "torch",
+    "torch-plain",
+    "jax",
+    "jax-plain",
+    "native",
+    "tensorflow-xla",
+    "jax-off",
+    "torch-compile",
+)
 MODELS = ("metric", "hdml")
 EVAL_MODES = ("eager", "predict", "embed")
 EMBEDDING_DIM = 128
@@ -107,6 +117,7 @@ SHORT = {
     **BACKEND_SHORT,
     "native": "native",
     "torch-plain": "torch plain",
+    "jax-plain": "jax plain",
     "tensorflow-xla": "tf xla",
     "jax-off": "jax off",
     "torch-compile": "torch compile",
@@ -116,6 +127,7 @@ BACKEND_OF = {
     "tensorflow": "tensorflow",
     "torch": "torch",
     "torch-plain": "torch",
+    "jax-plain": "jax",
     "jax": "jax",
     "native": "torch",
     "tensorflow-xla": "tensorflow",
@@ -125,6 +137,7 @@ BACKEND_OF = {
 # train.compile of the "-xla", "-off", "-compile" variants (the others: "auto").
 WORKER_ENV = {
     "torch-plain": {"KERASML_FAST_PATHS": "0"},
+    "jax-plain": {"KERASML_FAST_PATHS": "0"},
     "tensorflow-xla": {"KERASML_BENCH_COMPILE": "xla"},
     "jax-off": {"KERASML_BENCH_COMPILE": "off"},
     "torch-compile": {"KERASML_BENCH_COMPILE": "torch.compile"},

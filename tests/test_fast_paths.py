@@ -1,8 +1,10 @@
 """Backend fast paths (issue 13): the same numbers as plain Keras, the same `.keras` files.
 
 On PyTorch, `kerasml._backend.call_functional` runs a functional backbone through
-`kerasml._backend.torch_layers` (conv, fused batch-norm, pooling on channels-last memory); on the
-other backends it calls the model as usual. Every test compares with the plain Keras path
+`kerasml._backend.torch_layers` (conv, fused batch-norm, pooling on channels-last memory); on
+TensorFlow through `kerasml._backend.tensorflow_layers` (fused batch-norm); on JAX on a CPU through
+`kerasml._backend.jax_layers` (convolution kernel gradients as one matrix product per kernel tap).
+Every test compares with the plain Keras path
 (``_backend.fast_paths(False)``) at 1e-5 relative error ``‖fast − plain‖ / ‖plain‖`` (2-norm over the
 tensor: the two paths sum in different orders, so single entries near 0 differ by float32 rounding).
 
@@ -36,6 +38,7 @@ BACKENDS = ("tensorflow", "torch", "jax")
 TOLERANCE = 1e-5
 WORKER = Path(__file__).with_name("fast_paths_worker.py")
 torch_only = pytest.mark.skipif(BACKEND != "torch", reason="the fast path is PyTorch's (elsewhere Keras' own)")
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="the JAX fast path (kerasml._backend.jax_layers)")
 
 
 @pytest.fixture(autouse=True)
@@ -439,6 +442,178 @@ def test_training_uses_the_fast_path_and_learns_the_same():
     assert_same_maths(models["fast"][1], models["plain"][1], exact[1], "losses")
     for variable, *values in zip(models["plain"][0].weights, models["fast"][2], models["plain"][2], exact[2]):
         assert_same_maths(*values, what=variable.path)
+
+
+# ------------------------------------------------------------------------------- JAX ---
+
+
+def numpy_conv2d(x, kernel, strides, pads, dilation):
+    """The convolution from its definition (float64): ``y[b, h, w] = Σ_ij X_pad[b, h·s + i·d, w·s + j·d] · K[i, j]``."""
+    x = np.pad(x.astype("float64"), ((0, 0), *pads, (0, 0)))
+    kh, kw = kernel.shape[:2]
+    out_h = (x.shape[1] - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+    out_w = (x.shape[2] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+    y = np.zeros((x.shape[0], out_h, out_w, kernel.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dilation[0], i * dilation[0] + (out_h - 1) * strides[0] + 1, strides[0])
+            cols = slice(j * dilation[1], j * dilation[1] + (out_w - 1) * strides[1] + 1, strides[1])
+            y += x[:, rows, cols, :] @ kernel[i, j].astype("float64")
+    return y
+
+
+def numpy_conv2d_kernel_gradient(x, dy, kernel_shape, strides, pads, dilation):
+    """``∂(Σ y·dy)/∂K[i, j] = Σ_{b,h,w} X_pad[b, h·s + i·d, w·s + j·d]ᵀ · dY[b, h, w]`` (float64)."""
+    x = np.pad(x.astype("float64"), ((0, 0), *pads, (0, 0)))
+    out_h, out_w = dy.shape[1:3]
+    gradient = np.zeros(kernel_shape)
+    for i in range(kernel_shape[0]):
+        for j in range(kernel_shape[1]):
+            rows = slice(i * dilation[0], i * dilation[0] + (out_h - 1) * strides[0] + 1, strides[0])
+            cols = slice(j * dilation[1], j * dilation[1] + (out_w - 1) * strides[1] + 1, strides[1])
+            window = x[:, rows, cols, :].reshape(-1, x.shape[3])
+            gradient[i, j] = window.T @ dy.reshape(-1, dy.shape[3]).astype("float64")
+    return gradient
+
+
+@jax_only
+@pytest.mark.parametrize(
+    "kernel_shape, strides, pads, dilation",
+    [
+        ((3, 3, 4, 5), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+        ((3, 2, 3, 6), (2, 2), ((0, 1), (1, 0)), (1, 1)),
+        ((2, 3, 2, 3), (1, 2), ((1, 1), (2, 2)), (2, 2)),
+        ((1, 1, 5, 4), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    ],
+)
+def test_jax_conv2d_values_and_gradients(kernel_shape, strides, pads, dilation):
+    """`jax_layers.conv2d`: NumPy's convolution and kernel gradient; XLA's own gradients at 1e-5."""
+    import jax
+
+    from kerasml._backend import jax_layers
+
+    x = images((3, 9, 11, kernel_shape[2]))
+    kernel = images(kernel_shape, seed=1)
+    y = jax_layers.conv2d(x, kernel, strides, pads, dilation)
+    assert relative_error(y, numpy_conv2d(x, kernel, strides, pads, dilation)) <= TOLERANCE
+    dy = images(tuple(y.shape), seed=2)
+
+    def plain(inputs, weights):
+        return jax.lax.conv_general_dilated(
+            inputs, weights, strides, pads, rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    fast_dx, fast_dk = jax.vjp(lambda a, b: jax_layers.conv2d(a, b, strides, pads, dilation), x, kernel)[1](dy)
+    plain_dx, plain_dk = jax.vjp(plain, x, kernel)[1](dy)
+    exact_dk = numpy_conv2d_kernel_gradient(x, np.asarray(dy), kernel_shape, strides, pads, dilation)
+    assert_same_maths(fast_dk, plain_dk, exact_dk, "kernel gradient")
+    assert relative_error(fast_dx, plain_dx) <= TOLERANCE
+    assert (
+        relative_error(
+            jax.jit(jax_layers.kernel_gradient, static_argnums=(2, 3, 4, 5))(
+                x, dy, kernel_shape, strides, pads, dilation
+            ),
+            exact_dk,
+        )
+        <= TOLERANCE
+    )
+
+
+def numpy_max_pool2d(x, pool_size, pads):
+    """Max over non-overlapping windows of ``x`` padded with ``-inf``, and its gradient (float64).
+
+    The gradient of a window goes to its first maximum in row-major window order (XLA's
+    ``select_and_scatter``): ``dx = Σ_windows dy · 1[position = first argmax]``.
+    """
+    x = np.pad(x.astype("float64"), ((0, 0), *pads, (0, 0)), constant_values=-np.inf)
+    (ph, pw), (b, h, w, c) = pool_size, x.shape
+    windows = x.reshape(b, h // ph, ph, w // pw, pw, c).transpose(0, 1, 3, 5, 2, 4).reshape(b, h // ph, w // pw, c, -1)
+    first = windows.argmax(-1)  # NumPy's argmax: the first maximum
+
+    def gradient(dy):
+        one_hot = (np.arange(ph * pw) == first[..., None]) * dy.astype("float64")[..., None]
+        dx = one_hot.reshape(b, h // ph, w // pw, c, ph, pw).transpose(0, 1, 4, 2, 5, 3).reshape(b, h, w, c)
+        return dx[:, pads[0][0] : h - pads[0][1], pads[1][0] : w - pads[1][1], :]
+
+    return windows.max(-1), gradient
+
+
+@jax_only
+@pytest.mark.parametrize(
+    "shape, pool_size, pads", [((3, 8, 6, 4), (2, 2), ((0, 0), (0, 0))), ((2, 7, 9, 3), (2, 3), ((0, 1), (0, 0)))]
+)
+def test_jax_max_pool2d_values_and_gradients(shape, pool_size, pads):
+    """`jax_layers.max_pool2d` against NumPy and XLA's ``reduce_window`` gradient, ties (ReLU's zeros) included."""
+    import jax
+
+    from kerasml._backend import jax_layers
+
+    x = np.maximum(images(shape), 0.0)  # about half the entries 0: windows with tied maxima
+    expected, expected_gradient = numpy_max_pool2d(x, pool_size, pads)
+    y, vjp = jax.vjp(lambda inputs: jax_layers.max_pool2d(inputs, pool_size, pads), x)
+    dy = images(tuple(y.shape), seed=1)
+    assert np.array_equal(np.asarray(y), expected)
+    assert np.array_equal(np.asarray(vjp(dy)[0]), expected_gradient(dy))
+
+    def plain(inputs):
+        window = (1, *pool_size, 1)
+        return jax.lax.reduce_window(inputs, -np.inf, jax.lax.max, window, window, ((0, 0), *pads, (0, 0)))
+
+    assert np.array_equal(np.asarray(jax.vjp(plain, x)[1](dy)[0]), np.asarray(vjp(dy)[0]))
+
+
+@jax_only
+def test_jax_fast_path_applies_where_it_reproduces_keras():
+    from kerasml._backend import jax_layers
+
+    x = keras.Input((11, 12, 4))
+    h = keras.layers.Conv2D(4, 5, padding="same")(x)  # 25 taps: XLA's own gradient
+    h = keras.layers.Conv2D(4, 3, padding="same", use_bias=True, activation="relu")(h)
+    h = keras.layers.MaxPooling2D(2, padding="same")(h)
+    h = keras.layers.Conv2D(4, 3, groups=2)(h)
+    h = keras.layers.MaxPooling2D(3, strides=2)(h)  # overlapping windows: Keras' path
+    h = keras.layers.BatchNormalization()(h)
+    model = keras.Model(x, h)
+    assert [step[1] is not None for step in jax_layers.plan(model)[1]] == [False, True, True, False, False, False]
+    data = images((2, 11, 12, 4))
+    assert relative_error(_backend.call_functional(model, data), model(data)) <= TOLERANCE
+    assert jax_layers.run(model, keras.Input((11, 12, 4))) is None  # Keras' symbolic tensors keep Keras' path
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        low = backbones.get("small_cnn", input_shape=(8, 8, 3), feature_dim=4, filters=())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert jax_layers.plan(low) is None  # bfloat16 convolutions: Keras' path
+
+
+@jax_only
+def test_jax_metric_model_loss_gradients_match_plain_keras():
+    """``jax.grad`` of the N-pair loss through `stateless_call` (what Keras' jitted step differentiates)."""
+    import jax
+
+    backbone = backbones.get("small_cnn", input_shape=(10, 10, 3), feature_dim=8, filters=(4,))
+    model = MetricModel(backbone, embedding_dim=4, loss="npair")
+    x, y = images((8, 10, 10, 3)), npair_labels(4)
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss(weights):
+        z, updated = model.stateless_call(weights, non_trainable, x, training=True)
+        return model.base_loss(y, z), (z, updated)
+
+    results = {}
+    for enabled in (False, True):
+        with _backend.fast_paths(enabled):
+            results[enabled] = jax.jit(jax.value_and_grad(loss, has_aux=True))(trainable)
+    (fast_loss, (fast_z, fast_state)), fast_gradients = results[True]
+    (plain_loss, (plain_z, plain_state)), plain_gradients = results[False]
+    assert relative_error(fast_loss, plain_loss) <= TOLERANCE
+    assert relative_error(fast_z, plain_z) <= TOLERANCE
+    for got, expected in zip(fast_state, plain_state):
+        assert relative_error(got, expected) <= TOLERANCE
+    assert len(fast_gradients) == len(model.trainable_variables)
+    for variable, got, expected in zip(model.trainable_variables, fast_gradients, plain_gradients):
+        assert relative_error(got, expected) <= TOLERANCE, variable.path
 
 
 # ------------------------------------------------------------------------------- .keras files ---

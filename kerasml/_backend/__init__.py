@@ -93,9 +93,9 @@ def start_distribution(topology, timeout_s):
     return _active().start_distribution(topology, timeout_s)
 
 
-def start_cluster():
+def start_cluster(timeout_s):
     """JAX: start ``jax.distributed`` from the environment; ``(number of processes, this process's index)``."""
-    return _active().start_cluster()
+    return _active().start_cluster(timeout_s)
 
 
 def start_process_group(coordinator, rank, world_size, local_rank, timeout_s):
@@ -108,11 +108,19 @@ def stop_process_group():
     _active().stop_process_group()
 
 
+def is_collective_failure(error):
+    """Whether ``error`` is a collective across processes that failed (a peer process died, the network broke)."""
+    module = _active()
+    check = getattr(module, "is_collective_failure", None)
+    return bool(check is not None and check(error))
+
+
 # ------------------------------------------------------------------ fast paths (issue 13) ---
 # Backend kernels for the same layers and weights: kerasml/_backend/torch_layers.py (layout copies, fused
-# batch-norm), kerasml/_backend/tensorflow_layers.py (fused batch-norm); JAX: XLA fuses on its own.
+# batch-norm), kerasml/_backend/tensorflow_layers.py (fused batch-norm), kerasml/_backend/jax_layers.py (CPU:
+# convolution kernel and max-pooling gradients without XLA's slow CPU kernels).
 
-_FAST_PATH_MODULES = {"torch": "torch_layers", "tensorflow": "tensorflow_layers"}
+_FAST_PATH_MODULES = {"torch": "torch_layers", "tensorflow": "tensorflow_layers", "jax": "jax_layers"}
 # On unless KERASML_FAST_PATHS=0. (A resumed run stays bit-identical: tests/test_hdml_training.py's exact resume.)
 _fast_paths = {"enabled": os.environ.get("KERASML_FAST_PATHS", "1").strip().lower() not in ("0", "false", "off")}
 
@@ -139,7 +147,8 @@ def call_functional(model, inputs, training=False):
     On PyTorch a functional model of convolutions, batch-norms, poolings... runs through
     `kerasml._backend.torch_layers.run` (same layers, weights and results; no layout copies, fused
     batch-norm); on TensorFlow its batch-norms take the fused kernel
-    (`kerasml._backend.tensorflow_layers.run`); on JAX, and for any model or input the fast path
+    (`kerasml._backend.tensorflow_layers.run`); on JAX on a CPU its convolutions and max-poolings get
+    faster gradients (`kerasml._backend.jax_layers.run`); for any model or input the fast path
     does not handle, the model is called as usual.
     """
     if _fast_paths["enabled"] and replica_count() == 1:  # across replicas batch-norm needs global statistics

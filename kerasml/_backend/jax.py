@@ -21,12 +21,35 @@ def accelerator_count():
     return sum(1 for device in jax.local_devices() if device.platform != "cpu")
 
 
-def start_cluster():
-    """``jax.distributed`` from the environment (``keras.distribution.initialize()``): ``(processes, this one)``."""
-    import keras
-
-    keras.distribution.initialize()
+def start_cluster(timeout_s=600):
+    """``jax.distributed`` from the environment (JAX's cluster detection): ``(processes, this one)``."""
+    _initialize(None, None, None, timeout_s)
     return jax.process_count(), jax.process_index()
+
+
+def is_collective_failure(error):
+    """Whether ``error`` is a collective across processes that failed (a dead peer, a heartbeat timeout).
+
+    JAX raises it as a ``JaxRuntimeError``, or a ``ValueError`` when it surfaces while reading a result.
+    """
+    text = str(error)
+    return isinstance(error, (jax.errors.JaxRuntimeError, ValueError)) and any(
+        word in text for word in ("Gloo", "gloo", "heartbeat", "coordination", "Connection", "NCCL")
+    )
+
+
+def _initialize(coordinator, num_processes, process_id, timeout_s):
+    # What `keras.distribution.initialize` does, with bounded waits: a process that dies is noticed by the
+    # others within `timeout_s` (its heartbeats stop), and a job whose processes do not all come fails. On
+    # CPU the processes' collectives go through gloo (JAX has none across CPU processes otherwise).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator,
+        num_processes,
+        process_id,
+        initialization_timeout=int(timeout_s),
+        heartbeat_timeout_seconds=max(10, int(timeout_s)),
+    )
 
 
 def start_distribution(topology, timeout_s):
@@ -38,7 +61,7 @@ def start_distribution(topology, timeout_s):
     import keras
 
     if topology.num_processes > 1 and topology.launcher != "jax":  # "jax": `start_cluster` did it
-        keras.distribution.initialize(topology.coordinator, topology.num_processes, topology.process_id)
+        _initialize(topology.coordinator, topology.num_processes, topology.process_id, timeout_s)
     try:
         jax.config.update("jax_num_cpu_devices", max(topology.devices, _forced_devices()))
     except RuntimeError:
@@ -57,7 +80,8 @@ def start_distribution(topology, timeout_s):
         for process in range(jax.process_count())
         for device in [d for d in jax.devices() if d.process_index == process][: topology.devices]
     ]
-    return keras.distribution.DataParallel(devices=devices)
+    # Several processes: each feeds its own shard of every global batch (`kerasml.distribution.ShardedBatches`).
+    return keras.distribution.DataParallel(devices=devices, auto_shard_dataset=topology.num_processes == 1)
 
 
 def _forced_devices():

@@ -149,6 +149,14 @@ def stop_process_group():
         dist.destroy_process_group()
 
 
+def is_collective_failure(error):
+    """Whether ``error`` comes from a ``torch.distributed`` collective that failed (a dead peer, a timeout)."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(word in text for word in ("Gloo", "gloo", "NCCL", "Connection"))
+
+
 def start_distribution(topology, timeout_s):
     """One process per replica (``torchrun``): join the group; the engine is the global process group."""
     import os

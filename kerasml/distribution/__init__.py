@@ -54,6 +54,7 @@ from kerasml import _backend
 from kerasml.distribution.launch import (
     ALL,
     DistributionError,
+    ReplicaFailed,
     Session,
     Topology,
     batch_size_problem,
@@ -68,6 +69,7 @@ from kerasml.distribution.launch import (
 __all__ = [
     "ALL",
     "DistributionError",
+    "ReplicaFailed",
     "Session",
     "ShardedBatches",
     "Topology",

@@ -14,7 +14,7 @@ TensorFlow, Keras' ``KERAS_DISTRIBUTION_*`` variables or JAX's cluster detection
 - **JAX**: ``keras.distribution.DataParallel`` over the devices; with no accelerator,
   ``devices = N`` splits the CPU into N host devices (``jax_num_cpu_devices``, which
   must be set before JAX first initialises its backend); several processes through
-  ``keras.distribution.initialize`` (``jax.distributed``).
+  ``jax.distributed`` (gloo collectives on CPU), each feeding its shard of every global batch.
 - **TensorFlow**: ``tf.distribute.MirroredStrategy`` over the GPUs or, with none, N
   logical CPU devices (set before TensorFlow initialises its runtime), in one
   process (several ``TF_CONFIG`` workers are refused for now).
@@ -25,7 +25,8 @@ TensorFlow, Keras' ``KERAS_DISTRIBUTION_*`` variables or JAX's cluster detection
 
 ``train.batch_size`` is the global batch of all ``replicas``; `batch_size_problem` says
 when it cannot be split. Only process 0 (``session.is_chief``) should write files or
-print.
+print. A process that dies ends the job: its peers' collectives fail (at the latest after
+`timeout_s` seconds), and `spawn` raises `ReplicaFailed` with the rank that died.
 """
 
 import contextlib
@@ -42,6 +43,7 @@ from kerasml import _backend
 __all__ = [
     "ALL",
     "DistributionError",
+    "ReplicaFailed",
     "Session",
     "Topology",
     "batch_size_problem",
@@ -55,12 +57,37 @@ __all__ = [
 
 #: ``devices = "all"``: every accelerator of the host (1 on a machine without one).
 ALL = "all"
-# Seconds a collective waits for the other processes before the run fails (a dead replica ends the run).
+#: Seconds a collective (or JAX's heartbeat) waits for the other processes before the run fails, so that a
+#: dead replica ends the run instead of hanging it; the environment variable ``KERASML_DISTRIBUTION_TIMEOUT``
+#: (seconds) overrides it.
 TIMEOUT_S = 600
+
+
+def timeout_s(environ=None):
+    """Seconds a collective waits for the other processes: ``KERASML_DISTRIBUTION_TIMEOUT``, else `TIMEOUT_S`."""
+    value = _int(os.environ if environ is None else environ, "KERASML_DISTRIBUTION_TIMEOUT")
+    return value if value is not None and value > 0 else TIMEOUT_S
 
 
 class DistributionError(ValueError):
     """A distribution that cannot start (devices, processes, batch), or a replica process that failed."""
+
+
+class ReplicaFailed(DistributionError):
+    """A replica's process failed or died during the run; the run stopped with it.
+
+    Attributes:
+        rank: the process's rank (replica index ``0..replicas-1``), or ``None`` when not known.
+        replicas: replicas in all.
+        cause: what happened (``"ended with signal SIGKILL"``, ``"failed: <its error>"``...).
+    """
+
+    def __init__(self, rank, replicas, cause):
+        self.rank = rank
+        self.replicas = int(replicas)
+        self.cause = cause
+        who = f"the replica process of rank {rank}" if rank is not None else "a replica process"
+        super().__init__(f"{who} (of {self.replicas}) {cause}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,7 +318,7 @@ def start(topology):
             initialised with fewer devices (with the way to start it right).
     """
     if topology.launcher == "jax":  # jax.distributed finds the processes (JAX_COORDINATOR_ADDRESS, SLURM...)
-        count, index = _backend.start_cluster()
+        count, index = _backend.start_cluster(timeout_s())
         topology = dataclasses.replace(topology, num_processes=count, process_id=index)
     if topology.replicas == 1:
         return Session(topology)
@@ -302,7 +329,7 @@ def start(topology):
             f"{topology.devices}."
         )
     try:
-        return Session(topology, _backend.start_distribution(topology, TIMEOUT_S))
+        return Session(topology, _backend.start_distribution(topology, timeout_s()))
     except ValueError as error:  # the devices asked for are not there
         raise DistributionError(str(error)) from None
 
@@ -360,8 +387,8 @@ def spawn(function, args, topology):
     the coordinator is a free port of 127.0.0.1.
 
     Raises:
-        DistributionError: when a process fails: the first failure's message (the others stop
-            when their next collective times out or the group breaks).
+        ReplicaFailed: when a process fails or dies: the first one's rank and cause (the others
+            are stopped: their collectives fail, and `spawn` ends them).
     """
     import torch.multiprocessing as mp
 
@@ -372,16 +399,20 @@ def spawn(function, args, topology):
         hidden = "tensorflow" in sys.modules and sys.modules["tensorflow"] is None
         mp.spawn(_spawned, args=(function, args, topology, hidden), nprocs=topology.devices, join=True)
     except mp.ProcessRaisedException as error:
-        raise DistributionError(f"a training process failed: {str(error).strip().splitlines()[-1]}") from None
+        rank = topology.process_id * topology.devices + error.error_index
+        cause = str(error).strip().splitlines()[-1]
+        raise ReplicaFailed(rank, topology.replicas, f"failed: {cause}") from None
     except mp.ProcessExitedException as error:
-        raise DistributionError(f"a training process ended with exit status {error.exit_code}: {error}") from None
+        rank = topology.process_id * topology.devices + error.error_index
+        how = f"signal {error.signal_name}" if error.signal_name else f"exit status {error.exit_code}"
+        raise ReplicaFailed(rank, topology.replicas, f"ended with {how}") from None
 
 
 def _spawned(local, function, args, topology, hide_tensorflow=False):
     if hide_tensorflow:
         sys.modules.setdefault("tensorflow", None)
     rank = topology.process_id * topology.devices + local
-    _backend.start_process_group(topology.coordinator, rank, topology.replicas, local, TIMEOUT_S)
+    _backend.start_process_group(topology.coordinator, rank, topology.replicas, local, timeout_s())
     session = Session(dataclasses.replace(topology, devices=1, num_processes=topology.replicas, process_id=rank))
     try:
         function(*args, session=session)

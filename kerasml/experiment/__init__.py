@@ -299,7 +299,7 @@ class Run:
         value = metrics.get(self.metric)
         if value is not None and (self.best is None or value > self.best):
             self.save_best(model, step, metrics)
-        if self.reporter is not None:
+        if self.reporter is not None and metrics:  # processes other than 0 get no metrics (`evaluate_model`)
             self.reporter.report_evaluation(step, metrics, self.metric, self.best)
         return metrics
 
@@ -372,6 +372,9 @@ def run(spec, run_dir=None, console=None, session=None):
                 write_atomic(run_dir / "spec.toml", dump_spec(spec))
                 open_data(spec, run_dir, console)
             return distribution.replicate(run, (spec, run_dir), topology, spec.train.batch_size) or run_dir
+        except distribution.ReplicaFailed as error:  # one of the processes `spawn` started
+            hint = "" if "--resume" in str(error) else " " + _resume_hint(run_dir)
+            raise ExperimentError(f"training stopped: {error}.{hint}") from None
         except distribution.DistributionError as error:
             raise ExperimentError(str(error)) from None
     with contextlib.ExitStack() as stack:
@@ -418,8 +421,10 @@ def _train(spec, run_dir, console, session, scratch):
         step = 0
     if input_dtype(model) != train_stream.dtype:  # a checkpoint that takes normalised float32 images
         train_stream, eval_stream = build_streams(spec, store, epoch_steps if capped else None, input_dtype(model))
-    if keras.backend.backend() == "torch" and session.replicas > 1:  # each process feeds its shard
-        train_stream = distribution.ShardedBatches(train_stream, session.replicas, session.topology.process_id)
+    if session.topology.num_processes > 1:  # each process feeds its shard of every global batch
+        train_stream = distribution.ShardedBatches(
+            train_stream, session.topology.num_processes, session.topology.process_id
+        )
     the_run = Run(spec, scratch or run_dir, console, start_step=step, epoch_steps=epoch_steps)
     the_run.model = model
     the_run.eval_stream = eval_stream
@@ -436,7 +441,7 @@ def _train(spec, run_dir, console, session, scratch):
         epoch, offset = divmod(step, epoch_steps)
         parts = [(_EpochTail(train_stream, epoch, offset), epoch, epoch + 1)] if offset else []
         parts.append((train_stream, epoch + (1 if offset else 0), epochs))
-        with _stop_on_signals(the_run.stop):
+        with _stop_on_signals(the_run.stop), _replicas_lost(session, trainer, None if scratch else run_dir):
             for stream, first, end in parts:
                 if first >= end or trainer.failed or the_run.stop_signal is not None:
                     break
@@ -459,8 +464,11 @@ def _train(spec, run_dir, console, session, scratch):
         if final is None or trainer.last_eval_step != trainer.step:
             final = evaluate_model(model, eval_stream, spec) if not trainer.failed else (final or {})
     the_run.tensorboard.close()
+    embedded = None  # several processes embed the retrieval grid's images together (a collective)
+    if session.topology.num_processes > 1 and not interrupted and not trainer.failed:
+        embedded = embed(model, eval_stream, sharded=True)
     if scratch is None:  # process 0 only
-        _write_outputs(the_run, model, store, eval_stream, final, status, grid=not interrupted)
+        _write_outputs(the_run, model, store, eval_stream, final, status, grid=not interrupted, embedded=embedded)
     rows = {"last": final} if final else {}
     if the_run.best_metrics:
         rows[f"best (step {the_run.best_step})"] = the_run.best_metrics
@@ -482,12 +490,44 @@ def _train(spec, run_dir, console, session, scratch):
     return run_dir
 
 
+@contextlib.contextmanager
+def _replicas_lost(session, trainer, run_dir):
+    # A collective across processes that fails (another replica's process died, the network broke) ends the
+    # run with what happened and how to continue, instead of an internal error.
+    try:
+        yield
+    except Exception as error:
+        topology = session.topology
+        if topology.num_processes < 2 or not _backend.is_collective_failure(error):
+            raise
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExperimentError(
+            f"training stopped after step {trainer.step}: process {topology.process_id} of {topology.num_processes} "
+            f"lost the other replicas (another replica's process died, or the network failed): {cause}. "
+            + _resume_hint(run_dir)
+        ) from None
+
+
+def _resume_hint(run_dir):
+    """Where the last good checkpoint of a run that failed is, and the command that continues it."""
+    if run_dir is None:
+        return "Its last good checkpoint is in the run folder that process 0 printed; resume it from there."
+    step = read_state(run_dir).get("step")
+    if not step:
+        return f"No checkpoint was saved yet ({run_dir}): start the run again."
+    return (
+        f"The last good checkpoint (step {step}) is {Path(run_dir) / CHECKPOINTS / 'last.keras'}: continue with "
+        f"kerasml run --resume {_quoted(run_dir)} (on every process of a multi-host job, each with its "
+        "--set distribution.process_id)."
+    )
+
+
 def _quoted(path):
     text = str(path)
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
-def _write_outputs(the_run, model, store, eval_stream, final, status, grid=True):
+def _write_outputs(the_run, model, store, eval_stream, final, status, grid=True, embedded=None):
     from kerasml.reporting import plot_curves, retrieval_grid, write_report
 
     spec = the_run.spec
@@ -506,7 +546,7 @@ def _write_outputs(the_run, model, store, eval_stream, final, status, grid=True)
     title = f"{spec.experiment.name} ({keras.backend.backend()})"
     plot_curves(the_run.log.records(), the_run.dir / "plots", title=title)
     if final and grid:
-        embeddings, labels = embed(model, eval_stream)
+        embeddings, labels = embedded if embedded is not None else embed(model, eval_stream)
         images = store.read(eval_stream.rows)
         grid = the_run.dir / "plots" / "retrieval.png"
         retrieval_grid(grid, images, labels, embeddings, seed=spec.experiment.seed)

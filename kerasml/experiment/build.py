@@ -143,8 +143,10 @@ def embed(model, stream, sharded=False):
     """Embeddings ``[N, D]`` (float32) and labels of an evaluation stream, in order.
 
     Each batch goes through the backend's compiled inference function (`kerasml._backend.predict_batches`:
-    ``tf.function``, ``jax.jit``, ``torch.no_grad``). ``sharded``: every process of a PyTorch process
-    group calls it together and embeds a consecutive share of the batches (`kerasml.distribution.gather_arrays`).
+    ``tf.function``, ``jax.jit``, ``torch.no_grad``); under a JAX ``DataParallel`` distribution or a
+    ``tf.distribute`` strategy of several replicas each batch is split across the replicas and gathered
+    back in order. ``sharded``: every process of a PyTorch process group calls it together and embeds a
+    consecutive share of the batches (`kerasml.distribution.gather_arrays`).
     """
     labels = []
     processes, rank = distribution.process_shard() if sharded else (1, 0)
@@ -164,8 +166,14 @@ def embed(model, stream, sharded=False):
 
 
 def evaluate_model(model, stream, spec):
-    """The spec's metrics on the evaluation stream (``recall@K``, ``nmi``, ``f1``...)."""
+    """The spec's metrics on the evaluation stream (``recall@K``, ``nmi``, ``f1``...).
+
+    Every process of a PyTorch process group calls it together (each embeds its share of the
+    stream); the metrics are computed once, on process 0, and the other processes get ``{}``.
+    """
     from kerasml.evaluation import evaluate
 
     embeddings, labels = embed(model, stream, sharded=True)
+    if distribution.process_shard()[1] != 0:
+        return {}
     return evaluate(embeddings, labels, ks=spec.eval.ks, metrics=spec.eval.metrics, seed=spec.experiment.seed)
