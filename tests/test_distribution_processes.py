@@ -254,7 +254,7 @@ def test_a_killed_replica_ends_the_run_with_its_rank_and_the_resume_command(stop
     if BACKEND == "tensorflow":
         pytest.skip("TensorFlow runs every replica in one process (TF_CONFIG workers are refused): none to kill")
     run, _, status, output, took = stopped
-    assert status != 0, output[-3000:]
+    assert status == 2, output[-3000:]  # the CLI's status for a known problem (JAX: not its barrier's abort)
     assert took < PEER_TIMEOUT_S + 60, f"the run took {took:.0f} s to end after its replica died"
     if BACKEND == "torch":  # the parent of the spawned ranks knows which one died
         assert "the replica process of rank 1 (of 2) ended with signal SIGKILL" in output, output[-3000:]

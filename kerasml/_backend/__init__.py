@@ -115,6 +115,17 @@ def is_collective_failure(error):
     return bool(check is not None and check(error))
 
 
+def abandon_cluster(status):
+    """After a collective failed because other processes died: make this process exit with ``status``.
+
+    JAX: its exit handler would otherwise abort at ``jax.distributed``'s shutdown barrier (status 134).
+    Other backends: nothing to do.
+    """
+    hook = getattr(_active(), "abandon_cluster", None)
+    if hook is not None:
+        hook(status)
+
+
 # ------------------------------------------------------------------ fast paths (issue 13) ---
 # Backend kernels for the same layers and weights: kerasml/_backend/torch_layers.py (layout copies, fused
 # batch-norm), kerasml/_backend/tensorflow_layers.py (fused batch-norm), kerasml/_backend/jax_layers.py (CPU:

@@ -1,5 +1,9 @@
 """JAX-specific helpers."""
 
+import atexit
+import os
+import sys
+
 import jax
 
 #: under ``keras.distribution`` (SPMD) one program sees the global batch: there is nothing to combine.
@@ -36,6 +40,25 @@ def is_collective_failure(error):
     return isinstance(error, (jax.errors.JaxRuntimeError, ValueError)) and any(
         word in text for word in ("Gloo", "gloo", "heartbeat", "coordination", "Connection", "NCCL")
     )
+
+
+def abandon_cluster(status):
+    """After the other processes died: end this one with ``status`` at exit, before JAX's shutdown barrier.
+
+    ``jax.distributed``'s exit handler waits for every process at a barrier and aborts the process
+    (SIGABRT, status 134) when one is gone; an exit handler registered later runs first and ends the
+    process with ``status`` once Python's own clean-up is done (streams flushed).
+    """
+    atexit.register(_exit_now, int(status))
+
+
+def _exit_now(status):
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more to say
+            pass
+    os._exit(status)
 
 
 def _initialize(coordinator, num_processes, process_id, timeout_s):

@@ -7,7 +7,8 @@ a message on stderr, no traceback).
 
 from pathlib import Path
 
-from kerasml.cli._base import CLIError, add_set_argument
+from kerasml import _backend
+from kerasml.cli._base import EXIT_USAGE, CLIError, add_set_argument
 
 __all__ = ["register"]
 
@@ -66,7 +67,7 @@ def _cmd_run(args, console):
             ]
         jobs = [(spec, None) for spec in specs]
     from kerasml.data import DataError
-    from kerasml.experiment import ExperimentError, RunInterrupted, run
+    from kerasml.experiment import ExperimentError, ReplicasLost, RunInterrupted, run
 
     done = []
     for spec, run_dir in jobs:
@@ -74,6 +75,9 @@ def _cmd_run(args, console):
             done.append(run(spec, run_dir=run_dir, console=console))
         except RunInterrupted as interrupted:  # the run saved its step and printed how to continue
             return interrupted.exit_status
+        except ReplicasLost as error:  # on JAX, exit with the usual status, not the shutdown barrier's abort
+            _backend.abandon_cluster(EXIT_USAGE)
+            raise CLIError(str(error)) from error
         except (DataError, ExperimentError) as error:
             raise CLIError(str(error)) from error
     if len(done) > 1:

@@ -53,6 +53,7 @@ from kerasml.spec import dump_spec, evaluation_steps
 __all__ = [
     "CHECKPOINTS",
     "ExperimentError",
+    "ReplicasLost",
     "Run",
     "RunInterrupted",
     "build_loss",
@@ -76,6 +77,10 @@ CHECKPOINTS = "checkpoints"
 
 class ExperimentError(Exception):
     """A known problem with a run (bad run folder, missing checkpoint...): exit 2 in the CLI."""
+
+
+class ReplicasLost(ExperimentError):
+    """A run of several processes stopped because another process died (its collectives failed)."""
 
 
 class RunInterrupted(Exception):
@@ -501,7 +506,7 @@ def _replicas_lost(session, trainer, run_dir):
         if topology.num_processes < 2 or not _backend.is_collective_failure(error):
             raise
         cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExperimentError(
+        raise ReplicasLost(
             f"training stopped after step {trainer.step}: process {topology.process_id} of {topology.num_processes} "
             f"lost the other replicas (another replica's process died, or the network failed): {cause}. "
             + _resume_hint(run_dir)
