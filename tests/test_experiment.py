@@ -170,6 +170,14 @@ def test_interrupted_run_checkpoints_its_step_and_resumes_to_the_same_result(
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["type"] == "eval"] == [6, 12]
     assert [r["step"] for r in records if r["type"] == "train"] == [5, 10, 12]
+    # Every logged value too, the stopped epoch's running means included (`state.json`'s metric_state).
+    reference = [json.loads(line) for line in (uninterrupted[0] / "metrics.jsonl").read_text().splitlines()]
+    for got, want in zip(records, reference, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if key not in ("type", "time"):
+                where = f"{want['type']} step {want['step']}: {key}"
+                assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-7), where
 
 
 def test_state_best_is_the_model_in_best_keras(uninterrupted):

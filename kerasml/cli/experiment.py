@@ -7,7 +7,6 @@ a message on stderr, no traceback).
 
 from pathlib import Path
 
-from kerasml import _backend
 from kerasml.cli._base import EXIT_USAGE, CLIError, add_set_argument
 
 __all__ = ["register"]
@@ -76,7 +75,7 @@ def _cmd_run(args, console):
         except RunInterrupted as interrupted:  # the run saved its step and printed how to continue
             return interrupted.exit_status
         except ReplicasLost as error:  # on JAX, exit with the usual status, not the shutdown barrier's abort
-            _backend.abandon_cluster(EXIT_USAGE)
+            error.exit_with(EXIT_USAGE)
             raise CLIError(str(error)) from error
         except (DataError, ExperimentError) as error:
             raise CLIError(str(error)) from error

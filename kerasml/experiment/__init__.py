@@ -7,7 +7,8 @@ makes comes from the spec (see `kerasml.spec`). The run folder
     spec.toml           the resolved spec (all defaults filled)
     metrics.jsonl       one JSON record per log line and per evaluation
     checkpoints/        last.keras (every epoch and evaluation), best.keras (by train.checkpoint_metric)
-    state.json          step, epoch, best metric: what `--resume` continues from
+    state.json          step, epoch, best metric (after a mid-epoch stop, the epoch's running means):
+                        what `--resume` continues from
     tensorboard/        TensorBoard logs (tensorboardX: train/* every train.log_every steps, eval/*)
     report.md           the final table; plots/*.png and the retrieval grid
     data/               the store of a built-in dataset (so a resume reads only this folder)
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from kerasml import _backend, distribution
 from kerasml.experiment.build import (
@@ -81,6 +83,14 @@ class ExperimentError(Exception):
 
 class ReplicasLost(ExperimentError):
     """A run of several processes stopped because another process died (its collectives failed)."""
+
+    def exit_with(self, status):
+        """Make this process exit with ``status`` when Python exits.
+
+        JAX's exit handler would otherwise abort the process (status 134) at ``jax.distributed``'s
+        shutdown barrier, which waits for the processes that died. Other backends: nothing to do.
+        """
+        _backend.abandon_cluster(status)
 
 
 class RunInterrupted(Exception):
@@ -173,6 +183,12 @@ class _Trainer(keras.callbacks.Callback):
         self.step = int(start_step)
         self.failed = None
         self.last_eval_step = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # A run resumed mid-epoch goes on with the running means Keras had logged up to its checkpoint.
+        if self.run.resume_metrics is not None:
+            _restore_metric_state(self.model, self.run.resume_metrics)
+            self.run.resume_metrics = None
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -270,6 +286,9 @@ class Run:
         self.best_metrics = state.get("best_metrics")
         self.saved_step = int(state.get("step", 0))
         start = self.saved_step if start_step is None else int(start_step)
+        # The epoch's running means at a mid-epoch checkpoint (`_metric_state`), restored when resuming from it.
+        self.saved_metrics = state.get("metric_state") if start % self.epoch_steps else None
+        self.resume_metrics = self.saved_metrics if start == self.saved_step else None
         self.start_step = start
         self.log = MetricsLog(self.dir / "metrics.jsonl", truncate_after=start)
         self.reporter = None
@@ -325,6 +344,7 @@ class Run:
         """``last.keras`` and ``state.json`` (written after the model, so a state never outruns its model)."""
         _save_model(model, self.checkpoints / "last.keras")
         self.saved_step = int(step)
+        self.saved_metrics = _metric_state(model) if step % self.epoch_steps else None
         self.write_state(step)
 
     def write_state(self, step):
@@ -338,7 +358,28 @@ class Run:
             "backend": keras.backend.backend(),
             **self.timing(step),
         }
+        if self.saved_metrics is not None:
+            state["metric_state"] = self.saved_metrics
         write_atomic(self.dir / "state.json", json.dumps(state, indent=2))
+
+
+def _metric_state(model):
+    """The model's metric variables (the epoch's running sums and counts Keras logs) as ``[[path, values]]``."""
+    return [[v.path, np.asarray(keras.ops.convert_to_numpy(v)).tolist()] for v in model.metrics_variables]
+
+
+def _restore_metric_state(model, state):
+    """Assign a `_metric_state` back to the model's metric variables; nothing unless every path matches.
+
+    Returns:
+        Whether the state was restored.
+    """
+    variables = model.metrics_variables
+    if [path for path, _ in state] != [v.path for v in variables]:
+        return False
+    for variable, (_, values) in zip(variables, state):
+        variable.assign(np.asarray(values, dtype=variable.dtype).reshape(variable.shape))
+    return True
 
 
 def _save_model(model, path):
