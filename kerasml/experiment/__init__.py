@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from kerasml import _backend, distribution
 from kerasml.experiment.build import (
@@ -50,6 +49,7 @@ from kerasml.experiment.build import (
     open_data,
     train_classes,
 )
+from kerasml.experiment.metric_state import metric_state, restore_metric_state
 from kerasml.spec import dump_spec, evaluation_steps
 
 __all__ = [
@@ -187,7 +187,7 @@ class _Trainer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         # A run resumed mid-epoch goes on with the running means Keras had logged up to its checkpoint.
         if self.run.resume_metrics is not None:
-            _restore_metric_state(self.model, self.run.resume_metrics)
+            restore_metric_state(self.model, self.run.resume_metrics)
             self.run.resume_metrics = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -286,7 +286,7 @@ class Run:
         self.best_metrics = state.get("best_metrics")
         self.saved_step = int(state.get("step", 0))
         start = self.saved_step if start_step is None else int(start_step)
-        # The epoch's running means at a mid-epoch checkpoint (`_metric_state`), restored when resuming from it.
+        # The epoch's running means at a mid-epoch checkpoint (`metric_state`), restored when resuming from it.
         self.saved_metrics = state.get("metric_state") if start % self.epoch_steps else None
         self.resume_metrics = self.saved_metrics if start == self.saved_step else None
         self.start_step = start
@@ -344,7 +344,7 @@ class Run:
         """``last.keras`` and ``state.json`` (written after the model, so a state never outruns its model)."""
         _save_model(model, self.checkpoints / "last.keras")
         self.saved_step = int(step)
-        self.saved_metrics = _metric_state(model) if step % self.epoch_steps else None
+        self.saved_metrics = metric_state(model) if step % self.epoch_steps else None
         self.write_state(step)
 
     def write_state(self, step):
@@ -361,25 +361,6 @@ class Run:
         if self.saved_metrics is not None:
             state["metric_state"] = self.saved_metrics
         write_atomic(self.dir / "state.json", json.dumps(state, indent=2))
-
-
-def _metric_state(model):
-    """The model's metric variables (the epoch's running sums and counts Keras logs) as ``[[path, values]]``."""
-    return [[v.path, np.asarray(keras.ops.convert_to_numpy(v)).tolist()] for v in model.metrics_variables]
-
-
-def _restore_metric_state(model, state):
-    """Assign a `_metric_state` back to the model's metric variables; nothing unless every path matches.
-
-    Returns:
-        Whether the state was restored.
-    """
-    variables = model.metrics_variables
-    if [path for path, _ in state] != [v.path for v in variables]:
-        return False
-    for variable, (_, values) in zip(variables, state):
-        variable.assign(np.asarray(values, dtype=variable.dtype).reshape(variable.shape))
-    return True
 
 
 def _save_model(model, path):
