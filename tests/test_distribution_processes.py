@@ -233,12 +233,18 @@ def one_process(tmp_path_factory):
     return _records(_run_folder(tmp_path / "one"))
 
 
-def _assert_same_logs(records, reference):
+def _assert_same_logs(records, reference, restarted_means_after=None):
     assert [(r["type"], r["step"]) for r in records] == [(r["type"], r["step"]) for r in reference]
-    # A stop mid-epoch (TensorFlow's SIGTERM) resumes with the epoch's running means (state.json's metric_state),
-    # so the rest of that epoch logs the uninterrupted run's values too.
+    # A stop mid-epoch (TensorFlow's SIGTERM) resumes with the epoch's running means (state.json's metric_state)
+    # on the same number of replicas, so the rest of that epoch logs the uninterrupted run's values too. On
+    # another number of replicas the means restart (`restarted_means_after` = the stopped step): those train
+    # records average the resumed steps only; the steps after that epoch are compared exactly.
+    stop = restarted_means_after
+    partial = range(stop + 1, -(-stop // STOP_AT) * STOP_AT + 1) if stop else range(0)
     worst = 0.0
     for a, b in zip(reference, records):
+        if a["type"] == "train" and a["step"] in partial:
+            continue
         values = {key: value for key, value in a.items() if key not in ("type", "step", "time")}
         assert values and sorted(values) == sorted(k for k in b if k not in ("type", "step", "time"))
         for key, value in values.items():
@@ -281,8 +287,9 @@ def test_a_two_replica_run_folder_resumes_and_evaluates_on_one_device(stopped, o
     if BACKEND == "jax":
         one_device += ["--set", "distribution.num_processes=1", "--set", "distribution.process_id=0"]
         one_device += ["--set", 'distribution.coordinator=""']
+    stopped_at = json.loads((copy / "state.json").read_text())["step"]
     assert main(["run", "--resume", str(copy), *one_device]) == 0
-    _assert_same_logs(_records(copy), one_process)
+    _assert_same_logs(_records(copy), one_process, restarted_means_after=stopped_at)
     capsys.readouterr()
     assert main(["evaluate", str(copy), "--checkpoint", "last"]) == 0
     recall = [record for record in one_process if record["type"] == "eval"][-1]["recall@1"]

@@ -7,40 +7,40 @@ __all__ = ["metric_state", "restore_metric_state"]
 
 
 def metric_state(model):
-    """The model's metric variables (the epoch's running sums and counts Keras logs) as ``[[path, values]]``.
+    """The model's metric variables (the epoch's running sums and counts Keras logs) and its replicas.
 
-    A "sum on read" variable under a ``tf.distribute`` strategy reads as the sum of every replica's
-    copy, and each replica adds to its copy at every step; it is stored per step, divided by the
-    replicas, so that a resume on another number of replicas weighs the steps alike.
+    Returns:
+        ``{"replicas": R, "variables": [[path, values], ...]}``; ``R`` is the number of
+        ``tf.distribute`` replicas of a TensorFlow model (1 on the other backends), whose "sum on
+        read" metric variables add up per-replica copies.
     """
-    copies = _metric_copies(model)
-    return [
-        [v.path, (np.asarray(keras.ops.convert_to_numpy(v)) / (copies if _summed_on_read(v) else 1)).tolist()]
-        for v in model.metrics_variables
-    ]
+    return {
+        "replicas": _replicas(model),
+        "variables": [[v.path, np.asarray(keras.ops.convert_to_numpy(v)).tolist()] for v in model.metrics_variables],
+    }
 
 
 def restore_metric_state(model, state):
-    """Assign a `metric_state` back to the model's metric variables; nothing unless every path matches.
+    """Assign a `metric_state` back to the model's metric variables.
+
+    Nothing is assigned unless every variable path and the number of replicas match: how the
+    per-replica copies of a TensorFlow metric add up differs between metrics, so a resume on
+    another number of replicas starts the epoch's running means afresh.
 
     Returns:
         Whether the state was restored.
     """
     variables = model.metrics_variables
-    if [path for path, _ in state] != [v.path for v in variables]:
+    if not isinstance(state, dict) or state.get("replicas") != _replicas(model):
         return False
-    copies = _metric_copies(model)
-    for variable, (_, values) in zip(variables, state):
-        value = np.asarray(values, dtype=variable.dtype).reshape(variable.shape)
-        variable.assign(value * copies if _summed_on_read(variable) else value)
+    if [path for path, _ in state["variables"]] != [v.path for v in variables]:
+        return False
+    for variable, (_, values) in zip(variables, state["variables"]):
+        variable.assign(np.asarray(values, dtype=variable.dtype).reshape(variable.shape))
     return True
 
 
-def _metric_copies(model):
+def _replicas(model):
     # The replicas of a TensorFlow model's `tf.distribute` strategy (Keras' TF trainer); 1 on the other backends.
     strategy = getattr(model, "distribute_strategy", None)
     return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
-
-
-def _summed_on_read(variable):
-    return variable.synchronization == "on_read" and variable.aggregation == "sum"
