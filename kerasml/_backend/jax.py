@@ -25,7 +25,7 @@ def accelerator_count():
     return sum(1 for device in jax.local_devices() if device.platform != "cpu")
 
 
-def start_cluster(timeout_s=600):
+def start_cluster(timeout_s):
     """``jax.distributed`` from the environment (JAX's cluster detection): ``(processes, this one)``."""
     _initialize(None, None, None, timeout_s)
     return jax.process_count(), jax.process_index()
